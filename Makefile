@@ -1,0 +1,63 @@
+# emoprune: `make repro` runs the whole pipeline on the bundled sample; `make test` runs the tests.
+# Both bootstrap .venv from requirements.txt first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+# Stages run `python` and the venv's `dvc`: put the venv first on PATH for every recipe.
+export PATH := $(BIN):$(PATH)
+export MPLBACKEND := Agg
+PORT ?= 5000
+HOST ?= 127.0.0.1
+
+.PHONY: help venv sample data repro test ui bench bench-smoke clean
+
+help:
+	@echo "make repro        set up .venv, generate the sample into data/raw if absent, dvc repro"
+	@echo "make test         set up .venv, run the test suite"
+	@echo "make ui           MLflow UI on http://$(HOST):$(PORT) (PORT=..., HOST=...)"
+	@echo "make bench        measured speed -> reports/bench.md, reports/bench.json"
+	@echo "make bench-smoke  a seconds-long run of the benchmarks, no thresholds"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+# The sample is generated only when data/raw is absent: a real SFEW copy there is never touched.
+sample: $(STAMP)
+	@if [ ! -d data/raw ]; then \
+		echo "data/raw is absent: generating the SFEW-like sample"; \
+		$(PY) -m emoprune.data.sample data/raw; \
+	fi
+
+# `dvc commit` puts data/raw into DVC's cache (needed by `dvc exp run --temp/--queue`) and
+# records its hash in data.dvc; the sample is byte-for-byte deterministic, so on a fresh clone
+# data.dvc stays as committed.
+data: sample
+	dvc commit -f -q data.dvc
+
+repro: data
+	dvc repro
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+ui: $(STAMP)
+	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
+		--default-artifact-root "$(CURDIR)/mlartifacts" --host $(HOST) --port $(PORT)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+bench-smoke: $(STAMP)
+	$(PY) -m benchmarks --smoke
+
+clean:
+	rm -rf outputs mlartifacts mlflow.db .pytest_cache

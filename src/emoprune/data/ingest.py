@@ -1,0 +1,182 @@
+"""Scan an SFEW-layout folder, validate every frame, and fix the cross-validation folds once.
+
+Layout: ``<raw>/<Emotion>/<Movie>_<clip>_<frame>.png``. Class folders match the params' class
+names case-insensitively; the label is the index in ``data.classes``. Broken files are skipped
+with a reason; structural problems (unknown or empty class, too few images) are user errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from emoprune.data.images import IGNORED_NAMES, IMAGE_SUFFIXES, BadImage, inspect_image
+from emoprune.errors import UserError
+
+MANIFEST_COLUMNS = ("path", "emotion", "label", "width", "height", "fold", "clip", "sha1", "checks")
+
+
+@dataclass
+class Record:
+    path: str  # POSIX path as the pipeline reads it (relative to the repo root)
+    emotion: str
+    label: int
+    width: int
+    height: int
+    fold: int
+    clip: str
+    sha1: str
+    checks: str  # "ok" or what was noted, e.g. "converted L to RGB"
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+def clip_of(filename: str) -> str:
+    """``<Movie>_<clip>_<frame>.png`` -> ``<Movie>_<clip>``: frames of one clip look alike."""
+    stem = Path(filename).stem
+    return stem.rsplit("_", 1)[0] if "_" in stem else stem
+
+
+def _display(path: Path) -> str:
+    # Non-UTF-8 names must still print on one line.
+    return path.as_posix().encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def match_class_folders(raw: Path, classes: tuple[str, ...]) -> dict[str, Path]:
+    """Map each class name to its folder under ``raw``; unknown or duplicate folders are errors."""
+    if not raw.is_dir():
+        raise UserError(f"{raw}: data folder not found (put SFEW there or run `make sample`)")
+    wanted = {c.lower(): c for c in classes}
+    found: dict[str, Path] = {}
+    for entry in sorted(raw.iterdir()):
+        if entry.name.lower() in IGNORED_NAMES or entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            continue  # stray files beside the class folders are not frames
+        cls = wanted.get(entry.name.lower())
+        if cls is None:
+            raise UserError(
+                f"{_display(entry)}: unknown class folder (expected one of {', '.join(classes)})"
+            )
+        if cls in found:
+            raise UserError(f"{_display(entry)}: duplicate folder for class {cls} "
+                            f"(also {_display(found[cls])})")
+        found[cls] = entry
+    if not found:
+        raise UserError(f"{raw}: no class folders (expected {', '.join(classes)})")
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise UserError(f"{raw / missing[0]}: class folder missing (every class needs images)")
+    return found
+
+
+def scan(raw: str | Path, classes: tuple[str, ...]) -> tuple[list[Record], list[Skipped]]:
+    """Validate every frame under ``raw``. Records come sorted by (label, file name), fold -1."""
+    raw = Path(raw)
+    records: list[Record] = []
+    skipped: list[Skipped] = []
+    for label, (cls, folder) in enumerate(match_class_folders(raw, classes).items()):
+        for path in sorted(folder.rglob("*")):
+            name = path.name.lower()
+            if name in IGNORED_NAMES or path.is_dir():
+                continue
+            shown = _display(path)
+            if not path.suffix.lower() in IMAGE_SUFFIXES:
+                skipped.append(Skipped(shown, f"not an image file ({path.suffix or 'no extension'})"))
+                continue
+            try:
+                data = path.read_bytes()
+                width, height, mode = inspect_image(data)
+            except BadImage as exc:
+                skipped.append(Skipped(shown, str(exc)))
+                continue
+            except OSError as exc:  # a symlink loop or unreadable file
+                skipped.append(Skipped(shown, f"unreadable ({exc.strerror or exc})"))
+                continue
+            checks = "ok" if mode == "RGB" else f"converted {mode} to RGB"
+            records.append(Record(
+                path=(Path(raw) / path.relative_to(raw)).as_posix(), emotion=cls, label=label,
+                width=width, height=height, fold=-1, clip=clip_of(path.name),
+                sha1=hashlib.sha1(data).hexdigest(), checks=checks,
+            ))
+    return records, skipped
+
+
+def check_counts(records: list[Record], classes: tuple[str, ...], folds: int,
+                 class_folders: dict[str, Path] | None = None) -> Counter:
+    """Every class needs at least ``folds`` usable images; returns the per-class counts."""
+    counts = Counter(r.emotion for r in records)
+    if not records:
+        raise UserError("no usable images found in any class folder")
+    for cls in classes:
+        where = class_folders[cls] if class_folders else cls
+        if counts[cls] == 0:
+            raise UserError(f"{_display(Path(where))}: no usable images in class {cls}")
+        if counts[cls] < folds:
+            raise UserError(f"{_display(Path(where))}: {counts[cls]} usable images in class {cls}, "
+                            f"fewer than cv.folds={folds}")
+    return counts
+
+
+def assign_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int,
+                 seed: int) -> np.ndarray:
+    """Stratified K-fold ids (N,) in 0..folds-1; with ``groups``, a group never spans folds."""
+    labels = np.asarray(labels)
+    fold_of = np.full(len(labels), -1, dtype=np.int64)
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(labels)), labels)
+    else:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(labels)), labels, groups)
+    for k, (_, test) in enumerate(splits):
+        fold_of[test] = k
+    return fold_of
+
+
+def build_manifest(raw: str | Path, classes: tuple[str, ...], folds: int, seed: int,
+                   group_by: str = "none") -> tuple[list[Record], list[Skipped]]:
+    """Scan, validate, check counts and assign folds."""
+    records, skipped = scan(raw, classes)
+    check_counts(records, classes, folds, match_class_folders(Path(raw), classes))
+    labels = np.array([r.label for r in records])
+    groups = np.array([f"{r.emotion}/{r.clip}" for r in records]) if group_by == "clip" else None
+    if groups is not None and len(set(groups)) < folds:
+        raise UserError(f"cv.group_by=clip: only {len(set(groups))} clips, fewer than cv.folds={folds}")
+    for record, fold in zip(records, assign_folds(labels, groups, folds, seed)):
+        record.fold = int(fold)
+    return records, skipped
+
+
+def manifest_csv(records: list[Record]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow(asdict(r))
+    return buf.getvalue()
+
+
+def read_manifest(path: str | Path) -> list[Record]:
+    """Load ``manifest.csv`` back into Records."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: manifest not found (run `dvc repro ingest`)")
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
+        return [
+            Record(path=row["path"], emotion=row["emotion"], label=int(row["label"]),
+                   width=int(row["width"]), height=int(row["height"]), fold=int(row["fold"]),
+                   clip=row["clip"], sha1=row["sha1"], checks=row["checks"])
+            for row in csv.DictReader(f)
+        ]

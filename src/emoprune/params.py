@@ -1,0 +1,203 @@
+"""params.yaml -> typed, validated, frozen objects.
+
+Every section is a dataclass whose defaults are the paper's values. Loading rejects unknown keys,
+wrong types and out-of-range values with a one-line ``UserError`` that names the key, e.g.
+``params.yaml: prune.threshold must be in (0, 90), got 90``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emoprune.errors import UserError
+
+EMOTIONS = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
+
+
+class _Check:
+    """Range checks that name the key: ``_Check("prune")`` then ``c.between("threshold", ...)``."""
+
+    def __init__(self, section: str, obj: Any):
+        self.section, self.obj = section, obj
+
+    def fail(self, key: str, rule: str) -> None:
+        name = f"{self.section}.{key}" if self.section else key
+        raise UserError(f"params.yaml: {name} must {rule}, got {getattr(self.obj, key)!r}")
+
+    def positive(self, *keys: str) -> None:
+        for k in keys:
+            if not getattr(self.obj, k) > 0:
+                self.fail(k, "be > 0")
+
+    def at_least(self, key: str, low: float) -> None:
+        if not getattr(self.obj, key) >= low:
+            self.fail(key, f"be >= {low}")
+
+    def open_interval(self, key: str, low: float, high: float) -> None:
+        if not low < getattr(self.obj, key) < high:
+            self.fail(key, f"be in ({low:g}, {high:g})")
+
+    def one_of(self, key: str, allowed: typing.Iterable[str]) -> None:
+        allowed = tuple(allowed)
+        value = getattr(self.obj, key)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(v not in allowed for v in values):
+            self.fail(key, f"be {'drawn from' if isinstance(value, tuple) else 'one of'} "
+                      f"{', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    experiment: str = "emoprune"
+
+    def check(self, c: _Check) -> None:
+        if not self.experiment.strip():
+            c.fail("experiment", "be a non-empty name")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    raw: str = "data/raw"
+    classes: tuple[str, ...] = EMOTIONS
+
+    def check(self, c: _Check) -> None:
+        if len(self.classes) < 2 or len({k.lower() for k in self.classes}) != len(self.classes):
+            c.fail("classes", "list at least two distinct class names")
+
+
+@dataclass(frozen=True)
+class CVParams:
+    folds: int = 5
+    seed: int = 42
+    group_by: str = "none"
+
+    def check(self, c: _Check) -> None:
+        c.at_least("folds", 2)
+        c.one_of("group_by", ("none", "clip"))
+
+
+@dataclass(frozen=True)
+class ResizeParams:
+    cnn: int = 227
+    resnet: int = 224
+
+    def check(self, c: _Check) -> None:
+        # 67 is the smallest input the CNN's conv stack accepts.
+        c.at_least("cnn", 67)
+        c.at_least("resnet", 32)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml."""
+
+    seed: int = 42
+    device: str = "auto"
+    mlflow: MlflowParams = field(default_factory=MlflowParams)
+    data: DataParams = field(default_factory=DataParams)
+    cv: CVParams = field(default_factory=CVParams)
+    resize: ResizeParams = field(default_factory=ResizeParams)
+
+    def check(self, c: _Check) -> None:
+        c.at_least("seed", 0)
+        c.one_of("device", ("auto", "cpu", "cuda"))
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section as a plain dict (for logging as MLflow params)."""
+        value = getattr(self, name)
+        if dataclasses.is_dataclass(value):
+            return dataclasses.asdict(value)
+        return {name: value}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, "values")
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; int is accepted where float is expected."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise UserError(f"params.yaml: {key} must be {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(v, item, key) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except UserError:
+                continue
+        raise UserError(f"params.yaml: {key} must be {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise UserError(f"params.yaml: {key} must be {_type_name(tp)}, got {value!r}")
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[tp]
+    if not ok or (tp is float and not math.isfinite(value)):
+        raise UserError(f"params.yaml: {key} must be {_type_name(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise UserError(f"params.yaml: {prefix or 'the file'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise UserError(f"params.yaml: unknown key {where}")
+    kwargs = {}
+    for name in names & raw.keys():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name], key)
+        else:
+            kwargs[name] = _coerce(raw[name], tp, key)
+    obj = cls(**kwargs)
+    obj.check(_Check(prefix, obj))
+    return obj
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a params mapping (as read from YAML) into ``Params``."""
+    return _build(Params, raw if raw is not None else {}, "")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml. Raises UserError with a one-line message."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (run from the project root)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: invalid YAML{where}") from None
+    return parse_params(raw)

@@ -1,0 +1,41 @@
+"""The shell every stage script runs in: params, an MLflow run, and clean failure.
+
+A stage script is ``run_stage("name", body, sections=(...))``. A ``UserError`` (bad data, bad
+params, unreachable server) prints one line and exits non-zero, without a traceback; Ctrl-C exits
+130 with the MLflow run marked KILLED. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from emoprune.errors import UserError
+from emoprune.params import Params, load_params
+
+
+def run_stage(name: str, body: Callable[[Params], Any], sections: Sequence[str]) -> None:
+    """Run ``body(params)`` inside the stage's MLflow run; exit like a well-behaved CLI."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    # MLflow and friends warn about things users can't act on; keep stage logs readable.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+    start = time.perf_counter()
+    try:
+        params = load_params()
+        from emoprune import tracking
+
+        logged = {s: params.section(s) for s in sections}
+        with tracking.stage_run(name, params.mlflow.experiment, logged):
+            body(params)
+    except UserError as exc:
+        print(f"error: [{name}] {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print(f"[{name}] interrupted; partial outputs were discarded", file=sys.stderr)
+        sys.exit(130)
+    print(f"[{name}] done in {time.perf_counter() - start:.1f} s", file=sys.stderr)

@@ -1,0 +1,264 @@
+"""MLflow tracking, as DESIGN.md's tracking contract specifies.
+
+- URI: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db`` with artifacts in
+  ``<root>/mlartifacts``. ``<root>`` is ``$DVC_ROOT`` (DVC points it at the real repo even under
+  ``dvc exp run --temp/--queue``), else the nearest folder above the cwd holding dvc.yaml.
+- One run per stage execution, named after the stage, tagged ``dvc.stage``, ``dvc.exp_name``,
+  ``dvc.baseline_rev``, ``git.commit`` and ``pipeline.id``, nested under one parent run per
+  pipeline invocation (or under ``$MLFLOW_RUN_ID`` when ``mlflow run`` launched us).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from emoprune.errors import UserError
+
+PIPELINE_TAG = "pipeline.id"
+ROLE_TAG = "emoprune.role"
+SQLITE_TIMEOUT_S = 60  # -j 2 queue workers share one sqlite file; wait for the lock, never fail
+SERVER_TIMEOUT_S = 10
+
+
+def project_root(cwd: str | Path | None = None) -> Path:
+    """The repo root: ``$DVC_ROOT`` when DVC runs us, else the nearest parent with dvc.yaml."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path(cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").exists() or (folder / ".dvc").is_dir():
+            return folder
+    return here
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else the sqlite store at the repo root."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    root = root or project_root()
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def artifact_location(root: Path | None = None) -> str:
+    return (root or project_root()).joinpath("mlartifacts").as_uri()
+
+
+def mask_uri(uri: str) -> str:
+    """Hide the password in ``scheme://user:password@host`` so it never reaches a log."""
+    return re.sub(r"(//[^/:@]+):[^/@]*@", r"\1:***@", uri)
+
+
+def _with_sqlite_timeout(uri: str) -> str:
+    # SQLAlchemy's pysqlite dialect reads ``timeout`` from the URL query: how long a writer waits
+    # for the lock instead of raising "database is locked" (the default is 5 s).
+    if uri.startswith("sqlite:") and "timeout=" not in uri:
+        return f"{uri}{'&' if '?' in uri else '?'}timeout={SQLITE_TIMEOUT_S}"
+    return uri
+
+
+def check_reachable(uri: str, timeout: float = SERVER_TIMEOUT_S) -> None:
+    """Fail fast, in one line, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            resp.read(64)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500:
+            raise UserError(f"MLflow tracking server {mask_uri(uri)} answered {exc.code}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(
+            f"MLflow tracking server {mask_uri(uri)} is unreachable ({reason}); "
+            "start it or unset MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def configure(root: Path | None = None) -> str:
+    """Point mlflow at the project's store; returns the (unmasked) URI."""
+    import mlflow
+
+    uri = tracking_uri(root)
+    check_reachable(uri)
+    # A dead server must not stall a stage in mlflow's retry loop for minutes.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(SERVER_TIMEOUT_S))
+    mlflow.set_tracking_uri(_with_sqlite_timeout(uri))
+    return uri
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _dvc_invocation() -> str | None:
+    """PID and start time of the nearest ``dvc`` process above us: one per repro / exp run."""
+    try:
+        import psutil
+
+        for proc in psutil.Process().parents():
+            try:
+                cmd = proc.cmdline()
+            except (psutil.Error, OSError):
+                continue
+            head = [Path(c).name for c in cmd[:3]]
+            if "dvc" in head[:2] or head[1:3] == ["-m", "dvc"]:
+                return f"{proc.pid}-{proc.create_time():.3f}"
+    except Exception:  # psutil missing or /proc unreadable: fall back to a fresh id
+        return None
+    return None
+
+
+def pipeline_id() -> str:
+    """An id shared by every stage of one pipeline invocation.
+
+    ``$EMOPRUNE_PIPELINE_ID`` wins; under ``mlflow run`` it is the launching run; otherwise it is
+    derived from the ``dvc`` process that runs the stages, so each ``dvc repro`` and each queued
+    experiment gets its own parent run.
+    """
+    if os.environ.get("EMOPRUNE_PIPELINE_ID"):
+        return os.environ["EMOPRUNE_PIPELINE_ID"]
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return os.environ["MLFLOW_RUN_ID"]
+    invocation = _dvc_invocation()
+    if invocation is None:
+        return uuid.uuid4().hex[:16]
+    key = f"{invocation}|{os.environ.get('DVC_EXP_NAME', '')}|{project_root()}"
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def run_tags(stage: str, pid: str) -> dict[str, str]:
+    commit = _git("rev-parse", "HEAD")
+    return {
+        "dvc.stage": stage,
+        "dvc.exp_name": os.environ.get("DVC_EXP_NAME") or "workspace",
+        "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV") or commit,
+        "git.commit": commit,
+        PIPELINE_TAG: pid,
+    }
+
+
+def ensure_experiment(client: Any, name: str, root: Path) -> str:
+    """The experiment's id, creating it (with artifacts under <root>/mlartifacts) if needed."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    local = not tracking_uri(root).startswith(("http://", "https://"))
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(root) if local else None)
+    except MlflowException:  # a parallel worker created it first
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def ensure_parent(client: Any, experiment_id: str, pid: str, tags: Mapping[str, str]) -> str:
+    """The parent run of this pipeline invocation: ``$MLFLOW_RUN_ID`` or a run found by tag."""
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return os.environ["MLFLOW_RUN_ID"]
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PIPELINE_TAG}` = '{pid}' and tags.`{ROLE_TAG}` = 'pipeline'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    name = tags["dvc.exp_name"]
+    parent_tags = {k: v for k, v in tags.items() if k != "dvc.stage"}
+    parent_tags[ROLE_TAG] = "pipeline"
+    run = client.create_run(
+        experiment_id, run_name=f"pipeline {name}" if name != "workspace" else "pipeline",
+        tags=parent_tags,
+    )
+    return run.info.run_id
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"cnn": {"lr": 1}} -> {"cnn.lr": 1}; lists become strings."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            out[name] = ",".join(map(str, value))
+        else:
+            out[name] = value
+    return out
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterator[Any]:
+    """Open the MLflow run of one stage execution, nested under its pipeline's parent run.
+
+    ``params`` is the stage's own params (sections as nested dicts), logged flattened. The run
+    ends FINISHED on success, FAILED on an error and KILLED on Ctrl-C or SIGTERM.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    root = project_root()
+    uri = configure(root)
+    client = MlflowClient()
+    pid = pipeline_id()
+    tags = run_tags(stage, pid)
+    experiment_id = ensure_experiment(client, experiment, root)
+    parent_id = ensure_parent(client, experiment_id, pid, tags)
+    if os.environ.get("MLFLOW_RUN_ID"):
+        # Nest under `mlflow run`'s run, in its experiment, without resuming it ourselves.
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        os.environ.pop("MLFLOW_RUN_ID")
+    run = client.create_run(
+        experiment_id, run_name=stage, tags={**tags, "mlflow.parentRunId": parent_id}
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    status = "FAILED"
+    try:
+        with mlflow.start_run(run_id=run.info.run_id, log_system_metrics=False) as active:
+            mlflow.log_params(flatten(params))
+            print(f"[{stage}] MLflow run {run.info.run_id} in {mask_uri(uri)} "
+                  f"(experiment {experiment!r}; `make ui` to browse)", file=sys.stderr)
+            try:
+                yield active
+            except KeyboardInterrupt:
+                status = "KILLED"
+                mlflow.end_run(status="KILLED")
+                raise
+            status = "FINISHED"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if parent_id and not os.environ.get("MLFLOW_RUN_ID") and _is_own_parent(client, parent_id):
+            client.set_terminated(parent_id, status=status)
+
+
+def _is_own_parent(client: Any, run_id: str) -> bool:
+    try:
+        return client.get_run(run_id).data.tags.get(ROLE_TAG) == "pipeline"
+    except Exception:
+        return False

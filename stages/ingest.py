@@ -1,0 +1,47 @@
+"""ingest: validate data/raw, fix the stratified folds, write the manifest and a report."""
+
+from collections import Counter
+
+import mlflow
+
+from emoprune import plots
+from emoprune.data.ingest import build_manifest, manifest_csv
+from emoprune.outputs import write_json, write_text
+from emoprune.params import Params
+from emoprune.stage import run_stage
+
+MANIFEST = "outputs/ingest/manifest.csv"
+REPORT = "reports/ingest.json"
+
+
+def main(p: Params) -> None:
+    records, skipped = build_manifest(p.data.raw, p.data.classes, p.cv.folds, p.cv.seed,
+                                      p.cv.group_by)
+    for s in skipped:
+        print(f"warning: skipped {s.path}: {s.reason}")
+    counts = Counter(r.emotion for r in records)
+    per_class = {c: counts[c] for c in p.data.classes}
+    converted = [{"path": r.path, "note": r.checks} for r in records if r.checks != "ok"]
+    report = {
+        "n_images": len(records),
+        "per_class": per_class,
+        "per_fold": {str(k): sum(r.fold == k for r in records) for k in range(p.cv.folds)},
+        "group_by": p.cv.group_by,
+        "n_clips": len({(r.emotion, r.clip) for r in records}),
+        "skipped": [vars(s) for s in skipped],
+        "converted": converted,
+    }
+    write_text(MANIFEST, manifest_csv(records))
+    write_json(REPORT, report)
+    mlflow.log_metrics({"n_images": len(records), "n_skipped": len(skipped),
+                        "n_converted": len(converted),
+                        **{f"n_{c}": n for c, n in per_class.items()}})
+    fig = plots.class_distribution(per_class)
+    mlflow.log_figure(fig, "class_distribution.png")
+    plots.close(fig)
+    mlflow.log_artifact(REPORT)
+    print(f"[ingest] {len(records)} images ({len(skipped)} skipped) -> {MANIFEST}, {REPORT}")
+
+
+if __name__ == "__main__":
+    run_stage("ingest", main, sections=("data", "cv"))

@@ -1,0 +1,141 @@
+import socket
+import time
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from emoprune import tracking
+from emoprune.errors import UserError
+
+
+def test_uri_env_wins(clean_env, tmp_path):
+    clean_env.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5555")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5555"
+
+
+def test_uri_uses_dvc_root(clean_env, tmp_path):
+    clean_env.setenv("DVC_ROOT", str(tmp_path))
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert tracking.artifact_location() == (tmp_path.resolve() / "mlartifacts").as_uri()
+
+
+def test_uri_walks_up_to_the_repo_root(clean_env, tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    clean_env.chdir(deep)
+    assert tracking.project_root() == tmp_path.resolve()
+    assert tracking.tracking_uri().endswith(f"{tmp_path.resolve()}/mlflow.db")
+
+
+def test_passwords_are_masked():
+    assert tracking.mask_uri("postgresql://bob:s3cret@db:5432/mlflow") == \
+        "postgresql://bob:***@db:5432/mlflow"
+    assert tracking.mask_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_flatten():
+    assert tracking.flatten({"cnn": {"lr": 0.1, "hidden": [1, 2]}, "seed": 3}) == \
+        {"cnn.lr": 0.1, "cnn.hidden": "1,2", "seed": 3}
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_fails_fast_naming_the_uri(clean_env, tmp_path):
+    uri = f"http://user:pw@127.0.0.1:{_closed_port()}"
+    clean_env.setenv("MLFLOW_TRACKING_URI", uri)
+    clean_env.chdir(tmp_path)
+    start = time.monotonic()
+    with pytest.raises(UserError) as exc:
+        with tracking.stage_run("ingest", "emoprune", {}):
+            pass
+    assert time.monotonic() - start < 30
+    message = str(exc.value)
+    assert "unreachable" in message and "127.0.0.1" in message and "pw" not in message
+
+
+@pytest.fixture
+def store(clean_env, tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    clean_env.chdir(tmp_path)
+    yield tmp_path
+    mlflow.end_run()
+
+
+def _runs(root, exp="emoprune"):
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    client = MlflowClient()
+    e = client.get_experiment_by_name(exp)
+    return {r.info.run_id: r for r in client.search_runs([e.experiment_id])}, e
+
+
+def test_stage_runs_share_one_parent_with_the_contract_tags(store, clean_env):
+    clean_env.setenv("EMOPRUNE_PIPELINE_ID", "pipe-1")
+    clean_env.setenv("DVC_EXP_NAME", "exp-abc")
+    clean_env.setenv("DVC_EXP_BASELINE_REV", "f" * 40)
+    for stage in ("ingest", "resize"):
+        with tracking.stage_run(stage, "emoprune", {"cv": {"folds": 2}}):
+            mlflow.log_metric("m", 1.0)
+    runs, exp = _runs(store)
+    assert exp.artifact_location == (store.resolve() / "mlartifacts").as_uri()
+    parents = [r for r in runs.values() if r.data.tags.get("emoprune.role") == "pipeline"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs.values() if r not in parents]
+    assert sorted(r.info.run_name for r in children) == ["ingest", "resize"]
+    for r in children:
+        tags = r.data.tags
+        assert tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert tags["dvc.stage"] == r.info.run_name
+        assert tags["dvc.exp_name"] == "exp-abc"
+        assert tags["dvc.baseline_rev"] == "f" * 40
+        assert tags["pipeline.id"] == "pipe-1"
+        assert "git.commit" in tags
+        assert r.data.params == {"cv.folds": "2"} and r.info.status == "FINISHED"
+
+
+def test_a_new_invocation_gets_a_new_parent(store, clean_env):
+    for pid in ("a", "b"):
+        clean_env.setenv("EMOPRUNE_PIPELINE_ID", pid)
+        with tracking.stage_run("ingest", "emoprune", {}):
+            pass
+    runs, _ = _runs(store)
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs.values()
+               if r.info.run_name == "ingest"}
+    assert len(parents) == 2
+
+
+def test_mlflow_run_id_is_the_parent(store, clean_env):
+    mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+    exp_id = MlflowClient().create_experiment("launcher")
+    outer = MlflowClient().create_run(exp_id, run_name="mlflow-run").info.run_id
+    clean_env.setenv("MLFLOW_RUN_ID", outer)
+    with tracking.stage_run("ingest", "emoprune", {}) as run:
+        assert run.info.run_id != outer  # we nest, we don't resume the launcher's run
+    runs, _ = _runs(store, "launcher")
+    child = next(r for r in runs.values() if r.info.run_name == "ingest")
+    assert child.data.tags["mlflow.parentRunId"] == outer
+    assert MlflowClient().get_run(outer).info.status == "RUNNING"  # left to `mlflow run`
+
+
+def test_failures_and_interrupts_are_recorded(store, clean_env):
+    clean_env.setenv("EMOPRUNE_PIPELINE_ID", "p")
+    with pytest.raises(UserError):
+        with tracking.stage_run("ingest", "emoprune", {}):
+            raise UserError("bad data")
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.stage_run("resize", "emoprune", {}):
+            raise KeyboardInterrupt
+    runs, _ = _runs(store)
+    status = {r.info.run_name: r.info.status for r in runs.values()}
+    assert status["ingest"] == "FAILED" and status["resize"] == "KILLED"
+
+
+def test_sqlite_uri_gets_a_lock_timeout():
+    assert tracking._with_sqlite_timeout("sqlite:////x/mlflow.db") == \
+        f"sqlite:////x/mlflow.db?timeout={tracking.SQLITE_TIMEOUT_S}"
+    assert tracking._with_sqlite_timeout("http://h") == "http://h"
