@@ -1,0 +1,130 @@
+"""Training-loop benchmarks: fit's overhead over a bare loop, and achieved vs peak GFLOP/s.
+
+Every number is the median of several repetitions measured in this process, with the compared
+variants interleaved so that clock/thermal drift hits both alike.
+
+    PYTHONPATH=src python benchmarks/bench_training.py [--smoke]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+from emoprune.models.cnn import CNN
+from emoprune.training import fit, seed_everything
+
+BATCH = 32
+
+
+def forward_flops_per_image(model: nn.Module, in_size: int) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one forward pass, from the conv/linear output shapes.
+
+    conv: 2 * Cin/groups * k*k * Cout * Hout * Wout;  linear: 2 * in * out. Activations, pooling
+    and biases are ignored (a few % at most).
+    """
+    total = 0
+
+    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            cin = module.in_channels // module.groups
+            total += 2 * cin * kh * kw * output.shape[1] * output.shape[2] * output.shape[3]
+        else:
+            total += 2 * module.in_features * module.out_features
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, in_size, in_size))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def matmul_gflops(n: int = 2048, reps: int = 7) -> float:
+    """Median float32 torch.mm GFLOP/s for n x n: the machine's practical peak."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up: thread pool, allocator
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _bare_epoch(model, optimizer, batches) -> float:
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    start = time.perf_counter()
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def _fit_epoch(model, optimizer, data) -> float:
+    start = time.perf_counter()
+    fit(model, data, None, optimizer=optimizer, epochs=1, batch_size=BATCH, device="cpu", seed=0,
+        progress=False)
+    return time.perf_counter() - start
+
+
+def run(smoke: bool = False) -> list[dict]:
+    n, reps = (64, 2) if smoke else (256, 9)
+    seed_everything(0)
+    model = CNN()  # the paper's settings: 227 px, sigmoid, (512, 128, 64)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(n, 3, 227, 227)
+    y = torch.randint(0, 7, (n,))
+    batches = [(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, n, BATCH)]
+
+    # Warm-up both paths (oneDNN primitive caches, Adam state allocation).
+    _bare_epoch(model, optimizer, batches[:2])
+    _fit_epoch(model, optimizer, (x[: 2 * BATCH], y[: 2 * BATCH]))
+    bare, fitted = [], []
+    for rep in range(reps):
+        # Alternate which goes first so neither systematically gets the warmer machine.
+        pair = [("bare", lambda: _bare_epoch(model, optimizer, batches)),
+                ("fit", lambda: _fit_epoch(model, optimizer, (x, y)))]
+        for name, step in pair if rep % 2 == 0 else pair[::-1]:
+            (bare if name == "bare" else fitted).append(n / step())
+    bare_ips, fit_ips = statistics.median(bare), statistics.median(fitted)
+
+    flops_train = 3 * forward_flops_per_image(model, 227)  # backward ~= 2x forward
+    achieved = fit_ips * flops_train / 1e9
+    peak = matmul_gflops(reps=3 if smoke else 11)
+    threads = torch.get_num_threads()
+    # Other processes on a small machine skew throughput (not the interleaved ratio as much).
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    common = (f"paper CNN 227px, batch {BATCH}, N={n}, Adam, CPU {threads} threads, "
+              f"median of {reps}, load avg {load:.1f}")
+    return [
+        {"group": "training", "name": "bare_loop_images_per_s", "value": bare_ips,
+         "unit": "img/s", "baseline": None, "ratio": None, "note": common},
+        {"group": "training", "name": "fit_images_per_s", "value": fit_ips, "unit": "img/s",
+         "baseline": bare_ips, "ratio": fit_ips / bare_ips,
+         "note": f"{common}; baseline = bare loop on the same tensors; target ratio >= 0.9"},
+        {"group": "training", "name": "matmul_fp32_gflops", "value": peak, "unit": "GFLOP/s",
+         "baseline": None, "ratio": None, "note": "torch.mm 2048x2048 float32, median"},
+        {"group": "training", "name": "cnn_train_gflops", "value": achieved, "unit": "GFLOP/s",
+         "baseline": peak, "ratio": achieved / peak,
+         "note": f"fit throughput x {flops_train / 1e6:.0f} MFLOP/image (3x forward); "
+                 "ratio = fraction of measured matmul peak"},
+    ]
+
+
+if __name__ == "__main__":
+    for row in run(smoke="--smoke" in sys.argv[1:]):
+        ratio = "" if row["ratio"] is None else f"  ratio {row['ratio']:.3f}"
+        print(f"{row['name']:<24} {row['value']:10.2f} {row['unit']:<8}{ratio}  ({row['note']})")

@@ -1,0 +1,113 @@
+"""The paper's final CNN (PAPER.md): four conv layers, two max-pools, four FC layers.
+
+Input 3x227x227 -> conv1 16@55 -> conv2 32@26 -> conv3 64@24 -> pool 12 -> conv4 64@12 -> pool 6
+-> fc1 2304->512 -> fc2 512->128 -> fc3 128->64 -> fc4 64->7. Every activation is the same
+function (sigmoid by default, as in the paper).
+
+The hidden FC layers keep stable attribute names (``fc1``..``fc3``) because pruning addresses them
+by name, and ``hidden`` is a constructor argument so that ``pruning.shrink`` can build a physically
+smaller copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+HIDDEN_LAYERS = ("fc1", "fc2", "fc3")
+PAPER_HIDDEN = (512, 128, 64)
+
+
+class CNN(nn.Module):
+    """The paper's CNN.
+
+    Args:
+        n_classes: output units (7 emotions).
+        activation: ``sigmoid`` | ``relu`` | ``tanh``, used after every conv and hidden FC layer.
+        hidden: widths of fc1, fc2, fc3.
+        in_size: input height = width; 227 gives the paper's 6x6 map before fc1.
+    """
+
+    def __init__(
+        self,
+        n_classes: int = 7,
+        activation: str = "sigmoid",
+        hidden: Sequence[int] = PAPER_HIDDEN,
+        in_size: int = 227,
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if len(hidden) != 3:
+            raise ValueError(f"hidden must give 3 widths (fc1, fc2, fc3), got {list(hidden)}")
+        self.activation = activation
+        self.hidden = tuple(int(h) for h in hidden)
+        self.n_classes = n_classes
+        self.in_size = in_size
+        act = ACTIVATIONS[activation]
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, kernel_size=11, stride=4),
+            act(),
+            nn.Conv2d(16, 32, kernel_size=5, stride=2),
+            act(),
+            nn.Conv2d(32, 64, kernel_size=3, stride=1),
+            act(),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1, padding=1),
+            act(),
+            nn.MaxPool2d(2, 2),
+        )
+        side = conv_output_side(in_size)
+        widths = (64 * side * side, *self.hidden)
+        self.fc1 = nn.Linear(widths[0], widths[1])
+        self.fc2 = nn.Linear(widths[1], widths[2])
+        self.fc3 = nn.Linear(widths[2], widths[3])
+        self.fc4 = nn.Linear(widths[3], n_classes)
+        self.act = act()
+
+    def forward_with_hidden(
+        self, x: torch.Tensor, layers: Sequence[str] = ()
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits (N, n_classes) and the post-activation outputs (N, width) of ``layers``."""
+        unknown = set(layers) - set(HIDDEN_LAYERS)
+        if unknown:
+            raise ValueError(f"unknown hidden layer(s) {sorted(unknown)}; use {HIDDEN_LAYERS}")
+        h = torch.flatten(self.features(x), 1)
+        hidden: dict[str, torch.Tensor] = {}
+        for name in HIDDEN_LAYERS:
+            h = self.act(getattr(self, name)(h))
+            if name in layers:
+                hidden[name] = h
+        return self.fc4(h), hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_hidden(x)[0]
+
+    def hidden_activations(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """Post-activation outputs of hidden layer ``layer`` for a batch: (N, width)."""
+        return self.forward_with_hidden(x, (layer,))[1][layer]
+
+    def fc_pair(self, layer: str) -> tuple[nn.Linear, nn.Linear]:
+        """The Linear layers before and after the hidden units of ``layer``: (fc_in, fc_out)."""
+        i = HIDDEN_LAYERS.index(layer)
+        return getattr(self, f"fc{i + 1}"), getattr(self, f"fc{i + 2}")
+
+
+def conv_output_side(in_size: int) -> int:
+    """Side of the feature map after the conv stack, for a square input of ``in_size``."""
+    s = (in_size - 11) // 4 + 1  # conv1
+    s = (s - 5) // 2 + 1  # conv2
+    s = s - 3 + 1  # conv3
+    s //= 2  # pool
+    s //= 2  # conv4 keeps the size (padding 1), then pool
+    if s < 1:
+        raise ValueError(f"input size {in_size} is too small for the CNN")
+    return s
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,355 @@
+"""The one training loop (train_cnn, prune_cnn and finetune_resnet all use it) and its helpers.
+
+Kept deliberately plain, in the style of torchvision's classification reference: the caller builds
+the model and optimizer, ``fit`` runs epochs over in-memory tensors, and everything that is not
+plain training (pruning, MLflow logging, checkpoints) hooks in through per-epoch callbacks.
+
+Reproducibility: every source of randomness inside an epoch (shuffle order, augmentation, the
+global torch RNG used by e.g. dropout) is seeded from ``(seed, epoch)``, so an epoch's batches do
+not depend on what ran before it. That is what lets a run resumed at epoch k (model + optimizer
+state restored) replay exactly the epochs an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from torch import nn
+from tqdm.auto import tqdm
+
+from emoprune.errors import UserError
+
+Callback = Callable[["EpochStats", nn.Module], None]
+
+
+# --------------------------------------------------------------------------- devices and seeds
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else cpu; ``cpu``; ``cuda`` / ``cuda:N`` (must exist)."""
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} requested but CUDA is not available; use device: cpu")
+        try:
+            device = torch.device(name)
+        except RuntimeError as e:
+            raise UserError(f"device {name!r} is not a valid device: {e}") from None
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        return device
+    raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) and ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    # Deterministic cuBLAS needs this set before the first CUDA matmul; harmless on CPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    # warn_only: an op without a deterministic variant should not abort a long run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 63-bit seed for one epoch; independent of every other (seed, epoch)."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
+# --------------------------------------------------------------------------- images -> tensors
+
+
+def channel_stats(
+    images_uint8_nhwc: np.ndarray, *, chunk: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (population) std of (N, H, W, 3) uint8 images on the [0, 1] scale.
+
+    Sums are exact integers accumulated ``chunk`` images at a time, so memory stays at one
+    uint16 copy of a chunk instead of a float copy of the whole set. Returns two float64 (3,).
+    """
+    images = np.asarray(images_uint8_nhwc)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("channel_stats needs at least one image")
+    total = np.zeros(3, dtype=np.uint64)
+    total_sq = np.zeros(3, dtype=np.uint64)
+    for start in range(0, images.shape[0], chunk):
+        pixels = images[start : start + chunk].reshape(-1, 3).astype(np.uint16)
+        total += pixels.sum(axis=0, dtype=np.uint64)
+        total_sq += (pixels * pixels).sum(axis=0, dtype=np.uint64)  # 255**2 fits in uint16
+    count = images.shape[0] * images.shape[1] * images.shape[2]
+    mean = total / (255.0 * count)
+    var = total_sq / (255.0**2 * count) - mean**2
+    return mean, np.sqrt(np.maximum(var, 0.0))  # clamp tiny negative rounding
+
+
+def to_tensor_images(
+    images_uint8_nhwc: np.ndarray, mean: np.ndarray, std: np.ndarray, *, chunk: int = 64
+) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, scaled to [0, 1] then ``(x - mean) / std``.
+
+    Filled chunk by chunk into one preallocated contiguous tensor, so the peak memory is the
+    output plus one chunk (a whole-array ``permute().float()`` would need two float copies).
+    """
+    images = np.asarray(images_uint8_nhwc)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+    mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float64)).reshape(1, 3, 1, 1)
+    # A constant channel has std 0; it carries no information, so just avoid dividing by zero.
+    std_t = torch.as_tensor(np.maximum(np.asarray(std, dtype=np.float64), 1e-8)).reshape(1, 3, 1, 1)
+    scale = (1.0 / (255.0 * std_t)).float()  # (x/255 - m)/s == x * scale - shift
+    shift = (mean_t / std_t).float()
+    n, h, w, _ = images.shape
+    out = torch.empty((n, 3, h, w), dtype=torch.float32)
+    for start in range(0, n, chunk):
+        part = out[start : start + chunk]
+        part.copy_(torch.from_numpy(images[start : start + chunk]).permute(0, 3, 1, 2))
+        part.mul_(scale).sub_(shift)
+    return out
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 8) -> torch.Tensor:
+    """Random horizontal flip and random shift of up to ``max_shift`` px (zero padded), per sample.
+
+    x: (B, C, H, W) on any device; returns a new tensor of the same shape. Zero padding is the
+    channel mean after normalisation. Randomness comes only from ``generator`` (a CPU generator),
+    so the same generator state gives the same augmentation on CPU and CUDA.
+    """
+    b, _, h, w = x.shape
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    shifts = torch.randint(-max_shift, max_shift + 1, (2, b), generator=generator).to(x.device)
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    padded = F.pad(x, (max_shift, max_shift, max_shift, max_shift))
+    # Output pixel (i, j) of sample n reads padded[n, :, i + p - dy, j + p - dx]: two gathers
+    # shift every sample by its own offset without a Python loop over the batch.
+    rows = torch.arange(h, device=x.device)[None, :] + (max_shift - shifts[0])[:, None]  # (B, H)
+    cols = torch.arange(w, device=x.device)[None, :] + (max_shift - shifts[1])[:, None]  # (B, W)
+    c, wp = padded.shape[1], padded.shape[3]
+    padded = padded.gather(2, rows[:, None, :, None].expand(b, c, h, wp))
+    return padded.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class EpochStats:
+    """Metrics of one epoch. Train metrics are running means over the epoch's batches."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_loss: float | None  # None when fit had no validation set
+    val_acc: float | None
+    seconds: float
+    lr: float  # learning rate of the first param group during this epoch
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        # Pinned memory makes the host->device copy asynchronous, overlapping it with compute.
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _check_pair(name: str, pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = pair
+    if len(x) != len(y):
+        raise ValueError(f"{name}: {len(x)} inputs but {len(y)} labels")
+    if len(x) == 0:
+        raise ValueError(f"{name}: no samples")
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor] | None,
+    *,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    batch_size: int,
+    device: torch.device | str,
+    seed: int,
+    start_epoch: int = 0,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    augment: bool = False,
+    callbacks: Sequence[Callback] = (),
+    desc: str = "train",
+    progress: bool = True,
+) -> list[EpochStats]:
+    """Train ``model`` with cross-entropy for epochs ``start_epoch + 1 .. epochs``.
+
+    Args:
+        train: inputs (N, ...) float32 and labels (N,) int64, on the CPU or already on ``device``.
+        val: the same for validation, or None. Evaluated once at the end of every epoch; the
+            caller reports the last epoch's numbers (no best-epoch selection on validation).
+        optimizer: built by the caller over ``model``'s parameters (create it after moving the
+            model to ``device``).
+        epochs: the total epoch budget, also when resuming (then pass ``start_epoch`` too).
+        seed: shuffle/augmentation/dropout randomness of epoch e is seeded from (seed, e).
+        scheduler: stepped once per epoch, before the callbacks (so a checkpoint written by a
+            callback holds the scheduler state the next epoch starts from).
+        callbacks: called in order after each epoch's validation with (stats, model).
+
+    Returns:
+        One EpochStats per epoch trained (empty if ``start_epoch >= epochs``).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_pair("train", train)
+    if val is not None:
+        _check_pair("val", val)
+    device = torch.device(device)
+    model.to(device)
+    x_train, y_train = train
+    n = len(x_train)
+    history: list[EpochStats] = []
+    # On the CPU, gather each shuffled batch into one reused buffer: a fresh multi-MB tensor per
+    # batch costs page faults worth ~4% of a step. Safe because the previous step's graph (which
+    # saved the batch for backward) is freed by then.
+    batch_buffer = None
+    if device.type == "cpu" and x_train.device.type == "cpu" and not x_train.requires_grad:
+        rows = min(batch_size, n)
+        batch_buffer = torch.empty((rows, *x_train.shape[1:]), dtype=x_train.dtype)
+
+    bar = tqdm(total=epochs, initial=start_epoch, desc=desc, unit="epoch", disable=not progress)
+    for epoch in range(start_epoch + 1, epochs + 1):
+        start = time.perf_counter()
+        lr = float(optimizer.param_groups[0]["lr"])
+        epoch_seed = _epoch_seed(seed, epoch)
+        torch.manual_seed(epoch_seed)  # dropout etc. replay identically on resume
+        generator = torch.Generator().manual_seed(epoch_seed)
+        order = torch.randperm(n, generator=generator)  # CPU indices also index CUDA tensors
+
+        model.train()
+        # Accumulated on-device and read once per epoch: a per-batch .item() would force a
+        # host sync every step.
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        for idx in order.split(batch_size):
+            if batch_buffer is not None:
+                inputs = torch.index_select(x_train, 0, idx, out=batch_buffer[: len(idx)])
+            else:
+                inputs = _to_device(x_train[idx], device)
+            targets = _to_device(y_train[idx], device)
+            if augment:
+                inputs = augment_batch(inputs, generator)
+            logits = model(inputs)
+            loss = F.cross_entropy(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == targets).sum()
+        train_loss = loss_sum.item() / n
+        train_acc = correct.item() / n
+
+        val_loss = val_acc = None
+        if val is not None:
+            val_loss, val_acc = evaluate(
+                model, *val, batch_size=max(batch_size, 256), device=device
+            )  # restores train mode
+
+        if scheduler is not None:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(train_loss if val_loss is None else val_loss)
+            else:
+                scheduler.step()
+
+        stats = EpochStats(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_acc=train_acc,
+            val_loss=val_loss,
+            val_acc=val_acc,
+            seconds=time.perf_counter() - start,
+            lr=lr,
+        )
+        history.append(stats)
+        postfix = {"loss": f"{train_loss:.4f}", "acc": f"{train_acc:.3f}"}
+        if val_acc is not None:
+            postfix["val_acc"] = f"{val_acc:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+        for callback in callbacks:
+            callback(stats, model)
+    bar.close()
+    return history
+
+
+# --------------------------------------------------------------------------- inference and metrics
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on (x (N, ...), y (N,)), in eval mode."""
+    device = torch.device(device)
+    was_training = model.training
+    model.to(device).eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            inputs = _to_device(x[start : start + batch_size], device)
+            targets = _to_device(y[start : start + batch_size], device)
+            logits = model(inputs)
+            loss_sum += F.cross_entropy(logits, targets, reduction="sum").double()
+            correct += (logits.argmax(1) == targets).sum()
+    model.train(was_training)
+    return loss_sum.item() / len(x), correct.item() / len(x)
+
+
+def predict_proba(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = 256, device: torch.device | str
+) -> np.ndarray:
+    """Softmax class probabilities (N, n_classes) float32 for inputs x (N, ...), in eval mode."""
+    device = torch.device(device)
+    was_training = model.training
+    model.to(device).eval()
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            logits = model(_to_device(x[start : start + batch_size], device))
+            chunks.append(torch.softmax(logits.float(), dim=1).cpu())
+    model.train(was_training)
+    if not chunks:
+        raise ValueError("predict_proba needs at least one input")
+    return torch.cat(chunks).numpy()
+
+
+def accuracy_and_f1(y_true, y_pred, n_classes: int) -> tuple[float, float]:
+    """Accuracy and macro-F1 over all ``n_classes`` labels (a class absent from both scores 0)."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
+        raise ValueError(f"need equal-length 1-D label arrays, got {y_true.shape}, {y_pred.shape}")
+    accuracy = float(np.mean(y_true == y_pred))
+    f1 = f1_score(
+        y_true, y_pred, average="macro", labels=list(range(n_classes)), zero_division=0
+    )
+    return accuracy, float(f1)

@@ -1,0 +1,115 @@
+"""The paper's CNN: layer shapes, parameter count, activations, hidden-layer access."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from emoprune.models.cnn import CNN, HIDDEN_LAYERS, count_parameters
+
+# Paper settings: 3x227x227 input, hidden (512, 128, 64), 7 classes. Weights + biases:
+#   conv1  3*11*11*16 + 16   =     5,824
+#   conv2 16* 5* 5*32 + 32   =    12,832
+#   conv3 32* 3* 3*64 + 64   =    18,496
+#   conv4 64* 3* 3*64 + 64   =    36,928
+#   fc1   (64*6*6)*512 + 512 = 1,180,160
+#   fc2   512*128 + 128      =    65,664
+#   fc3   128*64 + 64        =     8,256
+#   fc4   64*7 + 7           =       455
+#   total                    = 1,328,615
+PAPER_PARAMS = 1_328_615
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    return torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(0))
+
+
+def test_feature_map_sides(batch):
+    model = CNN()
+    sides = []
+    h = batch
+    for layer in model.features:
+        h = layer(h)
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+            sides.append((h.shape[1], h.shape[2], h.shape[3]))
+    # conv1 55, conv2 26, conv3 24, pool 12, conv4 12, pool 6
+    assert sides == [
+        (16, 55, 55), (32, 26, 26), (64, 24, 24), (64, 12, 12), (64, 12, 12), (64, 6, 6)
+    ]
+    assert model.fc1.in_features == 64 * 6 * 6
+
+
+def test_paper_parameter_count():
+    assert count_parameters(CNN()) == PAPER_PARAMS
+
+
+def test_frozen_parameters_are_not_counted():
+    model = CNN()
+    model.fc4.requires_grad_(False)
+    assert count_parameters(model) == PAPER_PARAMS - 455
+
+
+@pytest.mark.parametrize(
+    "activation, kind", [("sigmoid", nn.Sigmoid), ("relu", nn.ReLU), ("tanh", nn.Tanh)]
+)
+def test_activations(batch, activation, kind):
+    model = CNN(activation=activation)
+    acts = [m for m in model.modules() if isinstance(m, (nn.Sigmoid, nn.ReLU, nn.Tanh))]
+    assert acts and all(type(m) is kind for m in acts)
+    logits = model(batch)
+    assert logits.shape == (2, 7)
+    assert torch.isfinite(logits).all()
+
+
+def test_unknown_activation():
+    with pytest.raises(ValueError, match="activation"):
+        CNN(activation="gelu")
+
+
+def test_hidden_activations_shape_and_range(batch):
+    model = CNN(activation="sigmoid")
+    for layer, width in zip(HIDDEN_LAYERS, (512, 128, 64)):
+        h = model.hidden_activations(batch, layer)
+        assert h.shape == (2, width)
+        assert (h > 0).all() and (h < 1).all()
+
+
+def test_forward_with_hidden_matches_forward(batch):
+    model = CNN(activation="relu")
+    logits, hidden = model.forward_with_hidden(batch, ("fc1", "fc3"))
+    assert set(hidden) == {"fc1", "fc3"}
+    torch.testing.assert_close(logits, model(batch))
+    # fc4 consumes fc3's activations, so they must be the ones actually used.
+    torch.testing.assert_close(model.fc4(hidden["fc3"]), logits)
+
+
+def test_unknown_layer_raises(batch):
+    model = CNN()
+    with pytest.raises(ValueError, match="unknown hidden layer"):
+        model.hidden_activations(batch, "fc4")
+    with pytest.raises(ValueError):
+        model.fc_pair("conv1")
+
+
+def test_fc_pair():
+    model = CNN()
+    assert model.fc_pair("fc1") == (model.fc1, model.fc2)
+    assert model.fc_pair("fc3") == (model.fc3, model.fc4)
+
+
+def test_custom_hidden_widths_give_smaller_model(batch):
+    small = CNN(hidden=(100, 50, 20))
+    assert (small.fc1.out_features, small.fc2.out_features, small.fc3.out_features) == (100, 50, 20)
+    # Only the FC part changes: conv params (5,824 + 12,832 + 18,496 + 36,928 = 74,080) stay.
+    expected = 74_080 + (2304 * 100 + 100) + (100 * 50 + 50) + (50 * 20 + 20) + (20 * 7 + 7)
+    assert count_parameters(small) == expected < PAPER_PARAMS
+    assert small(batch).shape == (2, 7)
+
+
+def test_smaller_input_size():
+    model = CNN(in_size=67)
+    assert model(torch.zeros(1, 3, 67, 67)).shape == (1, 7)
+    with pytest.raises(ValueError, match="too small"):
+        CNN(in_size=40)

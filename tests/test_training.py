@@ -1,0 +1,302 @@
+"""The training loop and its helpers, on tiny synthetic problems (seconds on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from emoprune.errors import UserError
+from emoprune.models.cnn import CNN
+from emoprune.training import (
+    EpochStats,
+    accuracy_and_f1,
+    augment_batch,
+    channel_stats,
+    evaluate,
+    fit,
+    predict_proba,
+    resolve_device,
+    seed_everything,
+    to_tensor_images,
+)
+
+CPU = torch.device("cpu")
+
+
+def make_data(n: int, seed: int, side: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """3 classes; class c has a brighter channel c. Separable, but noisy enough to need training."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 3, side, side, generator=g)
+    x[torch.arange(n), y] += 1.0
+    return x, y
+
+
+def tiny_model() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Dropout(0.1),  # makes the global-RNG part of resume reproducibility testable
+        nn.Linear(4, 3),
+    )
+
+
+def run(epochs: int = 4, start_epoch: int = 0, seed: int = 0, state=None, **kwargs):
+    """Fresh seeded model + Adam (optionally restored from ``state``), trained with fit."""
+    seed_everything(seed)
+    model = tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    if state is not None:
+        model.load_state_dict(state[0])
+        optimizer.load_state_dict(state[1])
+    kwargs.setdefault("val", make_data(48, seed=1))
+    history = fit(
+        model,
+        make_data(96, seed=0),
+        optimizer=optimizer,
+        epochs=epochs,
+        batch_size=16,
+        device=CPU,
+        seed=seed,
+        start_epoch=start_epoch,
+        progress=False,
+        **kwargs,
+    )
+    return model, optimizer, history
+
+
+def comparable(history: list[EpochStats]) -> list[tuple]:
+    """Everything but wall time."""
+    return [(s.epoch, s.train_loss, s.train_acc, s.val_loss, s.val_acc, s.lr) for s in history]
+
+
+def test_fit_learns_a_separable_problem():
+    _, _, history = run(epochs=12)
+    assert [s.epoch for s in history] == list(range(1, 13))
+    assert history[-1].train_loss < 0.5 * history[0].train_loss
+    assert history[-1].train_acc > 0.9
+    assert history[-1].val_acc > 0.9
+    assert all(s.seconds > 0 for s in history)
+
+
+def test_fit_trains_the_cnn():
+    seed_everything(0)
+    model = CNN(in_size=67, activation="relu", hidden=(16, 8, 8))
+    x = torch.randn(8, 3, 67, 67)
+    y = torch.randint(0, 7, (8,))
+    before = copy.deepcopy(model.state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    (stats,) = fit(model, (x, y), None, optimizer=opt, epochs=1, batch_size=4, device=CPU, seed=0,
+                   progress=False)
+    assert np.isfinite(stats.train_loss) and stats.val_loss is None and stats.val_acc is None
+    assert not torch.equal(before["fc1.weight"], model.fc1.weight)
+
+
+def test_same_seed_same_stats():
+    assert comparable(run()[2]) == comparable(run()[2])
+
+
+def test_different_seed_different_stats():
+    assert comparable(run(seed=0)[2]) != comparable(run(seed=1)[2])
+
+
+def test_resume_matches_uninterrupted_run():
+    _, _, straight = run(epochs=4)
+    model, opt, first = run(epochs=2)
+    state = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+    # A fresh process would start from a different global RNG state; fit must not depend on it.
+    torch.manual_seed(12345)
+    _, _, rest = run(epochs=4, start_epoch=2, state=state)
+    assert [s.epoch for s in rest] == [3, 4]
+    assert comparable(first + rest) == comparable(straight)
+
+
+def test_resume_past_budget_trains_nothing():
+    _, _, history = run(epochs=2, start_epoch=2)
+    assert history == []
+
+
+def test_train_metrics_are_means_over_the_epoch():
+    # With lr 0 the model never changes, so the running mean over all batches must equal one
+    # evaluation over the whole training set (the last batch alone would not).
+    seed_everything(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    train = make_data(50, seed=0)  # 50 = 3 batches of 16 + a partial batch of 2
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    (stats,) = fit(model, train, None, optimizer=opt, epochs=1, batch_size=16, device=CPU, seed=0,
+                   progress=False)
+    loss, acc = evaluate(model, *train, device=CPU)
+    assert stats.train_loss == pytest.approx(loss, rel=1e-5)
+    assert stats.train_acc == acc
+
+
+def test_callbacks_run_once_per_epoch_in_order():
+    calls = []
+    model_seen = []
+
+    def first(stats, model):
+        calls.append(("first", stats.epoch, stats.val_acc is not None))
+        model_seen.append(model)
+
+    def second(stats, model):
+        calls.append(("second", stats.epoch, stats.val_acc is not None))
+
+    model, _, _ = run(epochs=3, start_epoch=1, callbacks=[first, second])
+    assert calls == [
+        ("first", 2, True), ("second", 2, True), ("first", 3, True), ("second", 3, True)
+    ]
+    assert all(m is model for m in model_seen)
+
+
+def test_val_metrics_are_the_last_epochs():
+    val = make_data(48, seed=1)
+    model, _, history = run(epochs=5, val=val)
+    loss, acc = evaluate(model, *val, device=CPU)
+    assert history[-1].val_loss == pytest.approx(loss, rel=1e-6)
+    assert history[-1].val_acc == acc
+    # ... and each epoch's val numbers are that epoch's, not a copy of the final ones.
+    assert len({s.val_loss for s in history}) == len(history)
+
+
+def test_scheduler_is_stepped_per_epoch_and_lr_reported():
+    seed_everything(0)
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    history = fit(model, make_data(32, seed=0), None, optimizer=opt, epochs=3, batch_size=16,
+                  device=CPU, seed=0, scheduler=sched, progress=False)
+    assert [s.lr for s in history] == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_augment_changes_training_but_stays_deterministic():
+    plain = comparable(run(epochs=2)[2])
+    augmented = comparable(run(epochs=2, augment=True)[2])
+    assert augmented != plain
+    assert augmented == comparable(run(epochs=2, augment=True)[2])
+
+
+def shift(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """img (C, H, W) moved down by dy and right by dx, zero filled."""
+    out = torch.zeros_like(img)
+    _, h, w = img.shape
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = img[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def test_augment_batch_is_a_flip_and_shift_of_each_sample():
+    x = torch.arange(16 * 2 * 10 * 12, dtype=torch.float32).reshape(16, 2, 10, 12) + 1
+    out = augment_batch(x, torch.Generator().manual_seed(0), max_shift=3)
+    assert out.shape == x.shape
+    assert not torch.equal(out, x)
+    flips, dys, dxs = 0, set(), set()
+    for img, aug in zip(x, out):
+        matches = [
+            (flip, dy, dx)
+            for flip in (False, True)
+            for dy in range(-3, 4)
+            for dx in range(-3, 4)
+            if torch.equal(shift(img.flip(2) if flip else img, dy, dx), aug)
+        ]
+        assert len(matches) == 1, matches
+        flips += matches[0][0]
+        dys.add(matches[0][1])
+        dxs.add(matches[0][2])
+    assert 0 < flips < 16  # both branches happen
+    assert len(dys) > 2 and len(dxs) > 2  # and shifts in both directions
+    again = augment_batch(x, torch.Generator().manual_seed(0), max_shift=3)
+    assert torch.equal(out, again)
+
+
+def test_predict_proba():
+    model, _, _ = run(epochs=3)
+    x, _ = make_data(20, seed=3)
+    probs = predict_proba(model, x, batch_size=7, device=CPU)
+    assert probs.shape == (20, 3) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    with torch.no_grad():
+        expected = torch.softmax(model.eval()(x), 1).numpy()
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_channel_stats_known_array():
+    images = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    images[0, ..., 0] = 255  # channel 0: half 1.0, half 0.0 -> mean 0.5, std 0.5
+    images[..., 1] = 51  # channel 1: constant 0.2 -> std 0
+    images[:, :2, :, 2] = 255  # channel 2: half the rows of every image
+    mean, std = channel_stats(images)
+    np.testing.assert_allclose(mean, [0.5, 0.2, 0.5], atol=1e-12)
+    np.testing.assert_allclose(std, [0.5, 0.0, 0.5], atol=1e-7)
+
+
+def test_channel_stats_chunks_match_numpy():
+    images = np.random.default_rng(0).integers(0, 256, (13, 9, 7, 3), dtype=np.uint8)
+    scaled = images.astype(np.float64) / 255
+    for chunk in (1, 4, 64):
+        mean, std = channel_stats(images, chunk=chunk)
+        np.testing.assert_allclose(mean, scaled.mean(axis=(0, 1, 2)), rtol=1e-12)
+        np.testing.assert_allclose(std, scaled.std(axis=(0, 1, 2)), rtol=1e-9)
+
+
+def test_to_tensor_images_layout_and_normalisation():
+    images = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
+    mean, std = np.array([0.5, 0.25, 0.0]), np.array([0.25, 0.5, 1.0])
+    out = to_tensor_images(images, mean, std, chunk=2)
+    assert out.shape == (5, 3, 4, 6) and out.dtype == torch.float32 and out.is_contiguous()
+    expected = (images.astype(np.float64) / 255 - mean) / std  # (N, H, W, C)
+    np.testing.assert_allclose(out.numpy(), expected.transpose(0, 3, 1, 2), atol=1e-5)
+    # Known values: 255 with mean .5, std .25 -> 2; 0 -> -2.
+    edge = np.array([[[[255, 0, 0]]]], dtype=np.uint8)
+    np.testing.assert_allclose(to_tensor_images(edge, mean, std).flatten().numpy(), [2, -0.5, 0])
+
+
+def test_images_rejects_wrong_layout():
+    with pytest.raises(ValueError):
+        to_tensor_images(np.zeros((2, 3, 4, 4), np.uint8), np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError):
+        channel_stats(np.zeros((2, 4, 4, 3), np.float32))
+
+
+def test_accuracy_and_f1_known_case():
+    # class 0: P=1, R=.5 -> F1 2/3; class 1: P=2/3, R=1 -> F1 .8; class 2 absent -> 0.
+    acc, f1 = accuracy_and_f1([0, 0, 1, 1], [0, 1, 1, 1], n_classes=3)
+    assert acc == 0.75
+    assert f1 == pytest.approx((2 / 3 + 0.8 + 0) / 3)
+    # Perfect predictions, but class 0 never occurs: macro-F1 over 3 labels is 2/3.
+    acc, f1 = accuracy_and_f1(np.array([2, 1]), np.array([2, 1]), n_classes=3)
+    assert acc == 1.0 and f1 == pytest.approx(2 / 3)
+
+
+def test_resolve_device(monkeypatch):
+    assert resolve_device("cpu") == CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == CPU
+    with pytest.raises(UserError, match="device"):
+        resolve_device("cuda")
+    with pytest.raises(UserError, match="device"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_fit_rejects_mismatched_inputs():
+    x, y = make_data(8, seed=0)
+    opt = torch.optim.SGD(tiny_model().parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="labels"):
+        fit(tiny_model(), (x, y[:4]), None, optimizer=opt, epochs=1, batch_size=4, device=CPU,
+            seed=0, progress=False)
+
+
+def test_batch_larger_than_dataset_and_progress_bar(capsys):
+    seed_everything(0)
+    model = tiny_model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    history = fit(model, make_data(10, seed=0), make_data(6, seed=1), optimizer=opt, epochs=2,
+                  batch_size=64, device="cpu", seed=0, desc="fold 3")
+    assert len(history) == 2
+    err = capsys.readouterr().err
+    assert "fold 3" in err and "val_acc" in err  # the bar shows the fold and live metrics
