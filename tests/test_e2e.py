@@ -25,6 +25,11 @@ pytestmark = pytest.mark.e2e
 # Tiny but real: every stage runs, with budgets small enough for 2 CPU cores.
 TINY_PARAMS = {
     "cv.folds": 2,
+    "cnn.epochs": 2,
+    "cnn.checkpoint_every": 1,
+    "prune.start_epoch": 1,
+    "prune.layers": ["fc1", "fc2", "fc3"],
+    "mlp.epochs": 3,
 }
 SKIP = {"data.dvc", "dvc.lock"}
 
@@ -105,7 +110,7 @@ def test_mlflow_runs_and_tags(pipeline):
     parents = [r for r in all_runs if r.data.tags.get("emoprune.role") == "pipeline"]
     assert len(parents) == 1
     stages = {r.info.run_name: r for r in all_runs if r not in parents}
-    assert {"ingest", "resize"} <= set(stages)
+    assert {"ingest", "resize", "train_cnn", "prune_cnn"} <= set(stages)
     head = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
     for name, r in stages.items():
         tags = r.data.tags
@@ -129,3 +134,74 @@ def test_second_repro_is_cached_and_logs_nothing(pipeline):
     assert "didn't change, skipping" in out and "Running stage" not in out
     _, after = runs(repo)
     assert len(after) == len(before)
+
+
+def test_train_cnn_outputs_and_tracking(pipeline):
+    from emoprune.cnn_cv import load_cnn_checkpoint
+
+    repo, _ = pipeline
+    for k in (0, 1):
+        model, meta, opt = load_cnn_checkpoint(repo / f"outputs/models/cnn/fold{k}.pt")
+        assert meta["epoch"] == 2 and meta["hidden"] == [512, 128, 64] and opt is None
+        _, meta1, opt1 = load_cnn_checkpoint(repo / f"outputs/models/cnn/fold{k}_epoch001.pt")
+        assert meta1["epoch"] == 1 and opt1 is not None  # resumable: Adam's state is kept
+    metrics = json.loads((repo / "reports/train_cnn/metrics.json").read_text())
+    for key in ("train_acc", "train_f1", "val_acc", "val_f1", "seconds_per_epoch"):
+        assert set(metrics[key]) == {"mean", "std"}
+        assert set(metrics["per_fold"]) == {"0", "1"} and key in metrics["per_fold"]["0"]
+    assert metrics["n_params"] == 1_328_615
+    epochs = (repo / "reports/train_cnn/epochs.tsv").read_text().splitlines()
+    assert epochs[0].split("\t")[:3] == ["epoch", "train_loss", "train_acc"] and len(epochs) == 3
+    client, all_runs = runs(repo)
+    run = next(r for r in all_runs if r.info.run_name == "train_cnn")
+    for name in ("fold0/train_loss", "fold1/val_acc", "val_acc", "fc2/min_angle",
+                 "fold0/fc1/max_angle"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2], name
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list",
+        filter_string=f"source_run_id='{run.info.run_id}'")
+    assert {m.name for m in models} == {"model_fold0", "model_fold1"}
+    info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model_fold0")
+    assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 3, 227, 227)
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    assert {"reports/loss.png", "reports/metrics.json", "reports/angles.tsv"} <= arts
+    loaded = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model_fold0")
+    assert loaded.fc1.out_features == 512
+
+
+def test_prune_cnn_outputs(pipeline):
+    repo, _ = pipeline
+    metrics = json.loads((repo / "reports/prune_cnn/metrics.json").read_text())
+    for key in ("val_acc_before", "val_acc_after_first_prune", "val_acc", "val_f1",
+                "fc1_left", "fc2_left", "fc3_left", "params_shrunk", "latency_ms_shrunk"):
+        assert set(metrics[key]) == {"mean", "std"}, key
+    assert metrics["threshold"] == 25
+    header = (repo / "reports/prune_cnn/angles.tsv").read_text().splitlines()[0].split("\t")
+    assert {"fc1_min_angle", "fc2_max_angle", "fc3_n_similar", "fc1_removed_total"} <= set(header)
+    ids = json.loads((repo / "reports/prune_cnn/pruned_ids.json").read_text())
+    assert {e["layer"] for e in ids} == {"fc1", "fc2", "fc3"}
+
+
+def test_exp_run_threshold_reruns_only_pruning(pipeline):
+    repo, _ = pipeline
+    proc = sh(repo, "dvc", "exp", "run", "-n", "t15", "-S", "prune.threshold=15")
+    ran = {line.split("'")[1] for line in proc.stdout.splitlines()
+           if line.startswith("Running stage")}
+    assert ran == {"prune_cnn"}, proc.stdout
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    names = {r["name"]: r for e in exps for r in e.get("revs", [])}
+    assert "t15" in names
+    params = names["t15"]["data"]["params"]["params.yaml"]["data"]
+    assert params["prune"]["threshold"] == 15
+    client, all_runs = runs(repo)
+    pruned = [r for r in all_runs if r.info.run_name == "prune_cnn"
+              and r.data.tags.get("dvc.exp_name") == "t15"]
+    assert len(pruned) == 1
+    run = pruned[0]
+    assert run.data.params["prune.threshold"] == "15.0"
+    for layer in ("fc1", "fc2", "fc3"):
+        for stat in ("min_angle", "max_angle", "n_similar", "n_complementary", "removed_total"):
+            assert client.get_metric_history(run.info.run_id, f"fold0/{layer}/{stat}"), stat
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["dvc.exp_name"] == "t15"

@@ -96,6 +96,84 @@ class ResizeParams:
 
 
 @dataclass(frozen=True)
+class FeaturesParams:
+    """LPQ (Ojansivu & Heikkila 2008) and PHOG (Bosch et al. 2007) settings."""
+
+    lpq_win_size: int = 3
+    lpq_decorrelate: bool = True
+    lpq_rho: float = 0.90
+    phog_bins: int = 8
+    phog_angle: int = 360
+    phog_levels: int = 3
+
+    def check(self, c: _Check) -> None:
+        if self.lpq_win_size < 3 or self.lpq_win_size % 2 == 0:
+            c.fail("lpq_win_size", "be odd and >= 3")
+        c.open_interval("lpq_rho", 0, 1)
+        c.at_least("phog_bins", 1)
+        if self.phog_angle not in (180, 360):
+            c.fail("phog_angle", "be 180 or 360")
+        c.at_least("phog_levels", 0)
+
+
+@dataclass(frozen=True)
+class MlpParams:
+    """The paper's PCA baseline: top components of each descriptor -> a small sigmoid MLP."""
+
+    pca_components: int = 5
+    hidden: tuple[int, ...] = (32,)
+    lr: float = 0.01
+    epochs: int = 450
+    batch_size: int = 32
+
+    def check(self, c: _Check) -> None:
+        c.at_least("pca_components", 1)
+        if any(h < 1 for h in self.hidden):
+            c.fail("hidden", "list positive widths")
+        c.positive("lr", "epochs", "batch_size")
+
+
+@dataclass(frozen=True)
+class CnnParams:
+    activation: str = "sigmoid"
+    lr: float = 0.0006
+    batch_size: int = 32
+    epochs: int = 50
+    augment: bool = False
+    checkpoint_every: int = 10  # prune_cnn resumes from one of these (prune.start_epoch)
+    trace_mode: str = "output_weights"  # how train_cnn measures its angle traces
+
+    def check(self, c: _Check) -> None:
+        c.one_of("activation", ("sigmoid", "relu", "tanh"))
+        c.positive("lr", "batch_size", "epochs", "checkpoint_every")
+        c.one_of("trace_mode", PRUNE_MODES)
+
+
+PRUNE_MODES = ("output_weights", "input_weights", "full_weights", "activations")
+HIDDEN = ("fc1", "fc2", "fc3")
+
+
+@dataclass(frozen=True)
+class PruneParams:
+    threshold: float = 25.0
+    layers: tuple[str, ...] = ("fc2",)
+    mode: str = "output_weights"
+    complementary: str = "remove_both"
+    start_epoch: int = 10
+    every: int = 1
+
+    def check(self, c: _Check) -> None:
+        c.open_interval("threshold", 0, 90)
+        if not self.layers:
+            c.fail("layers", "list at least one of fc1, fc2, fc3")
+        c.one_of("layers", HIDDEN)
+        c.one_of("mode", PRUNE_MODES)
+        c.one_of("complementary", ("remove_both", "fold"))
+        c.at_least("start_epoch", 1)
+        c.at_least("every", 1)
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -105,10 +183,22 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     cv: CVParams = field(default_factory=CVParams)
     resize: ResizeParams = field(default_factory=ResizeParams)
+    features: FeaturesParams = field(default_factory=FeaturesParams)
+    mlp: MlpParams = field(default_factory=MlpParams)
+    cnn: CnnParams = field(default_factory=CnnParams)
+    prune: PruneParams = field(default_factory=PruneParams)
 
     def check(self, c: _Check) -> None:
         c.at_least("seed", 0)
         c.one_of("device", ("auto", "cpu", "cuda"))
+        # Pruning resumes from a train_cnn checkpoint and trains to the same total budget.
+        if self.prune.start_epoch >= self.cnn.epochs:
+            raise UserError(f"params.yaml: prune.start_epoch must be < cnn.epochs "
+                            f"({self.cnn.epochs}), got {self.prune.start_epoch}")
+        if self.prune.start_epoch % self.cnn.checkpoint_every:
+            raise UserError(f"params.yaml: prune.start_epoch must be a multiple of "
+                            f"cnn.checkpoint_every ({self.cnn.checkpoint_every}), "
+                            f"got {self.prune.start_epoch}")
 
     def section(self, name: str) -> dict[str, Any]:
         """One section as a plain dict (for logging as MLflow params)."""

@@ -253,7 +253,7 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
             status = "FINISHED"
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if parent_id and not os.environ.get("MLFLOW_RUN_ID") and _is_own_parent(client, parent_id):
+        if _is_own_parent(client, parent_id):
             client.set_terminated(parent_id, status=status)
 
 
@@ -262,3 +262,45 @@ def _is_own_parent(client: Any, run_id: str) -> bool:
         return client.get_run(run_id).data.tags.get(ROLE_TAG) == "pipeline"
     except Exception:
         return False
+
+
+def log_metrics(metrics: Mapping[str, float], step: int) -> None:
+    """Log to the active run at ``step``; NaN (e.g. an angle with < 2 live neurons) is skipped."""
+    import math
+
+    import mlflow
+
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and not math.isnan(v)}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def epoch_logger(prefix: str):
+    """A ``fit`` callback logging one epoch's loss/accuracy as ``<prefix>train_loss`` etc."""
+
+    def log(stats: Any, model: Any) -> None:
+        log_metrics({f"{prefix}{k}": getattr(stats, k)
+                     for k in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")},
+                    step=stats.epoch)
+
+    return log
+
+
+def log_model(model: Any, example: Any, name: str) -> None:
+    """Log a torch model with a signature inferred from ``example`` inputs (N, ...)."""
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    model = model.cpu().eval()
+    x = example.cpu()
+    with torch.inference_mode():
+        y = torch.softmax(model(x), dim=1).numpy()
+    # "pickle" (the class comes from the installed emoprune package): "pt2" would need an input
+    # example stored as megabytes of JSON per model, and a slow torch.export trace.
+    mlflow.pytorch.log_model(
+        model, name=name, signature=infer_signature(x.numpy(), y),
+        serialization_format="pickle",
+        # Pinned explicitly: inferring requirements imports every module and takes minutes.
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
