@@ -26,7 +26,7 @@ def main(p: Params) -> None:
         for k in folds.ids:
             seed_everything(cnn_cv.fold_seed(p.seed, k))
             data = crossval.fold_tensors(images, folds, k)
-            model = CNN(n_classes, p.cnn.activation, in_size=p.resize.cnn).to(device)
+            model = CNN(n_classes, p.cnn.activation, in_size=p.resize.cnn, init=p.cnn.init).to(device)
             opt = cnn_cv.adam(model, p.cnn.lr)
             meta = {"fold": k, "mean": data.mean.tolist(), "std": data.std.tolist(),
                     "classes": list(p.data.classes)}

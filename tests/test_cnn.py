@@ -113,3 +113,22 @@ def test_smaller_input_size():
     assert model(torch.zeros(1, 3, 67, 67)).shape == (1, 7)
     with pytest.raises(ValueError, match="too small"):
         CNN(in_size=40)
+
+
+def test_glorot_init_is_scaled_for_the_activation():
+    import math
+
+    import pytest
+
+    from emoprune.models.cnn import init_weights
+
+    for activation, gain in (("sigmoid", 4.0), ("tanh", 5 / 3), ("relu", math.sqrt(2))):
+        model = CNN(activation=activation, init="glorot")
+        w = model.fc2.weight
+        bound = gain * math.sqrt(6 / (w.shape[0] + w.shape[1]))
+        assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+        assert torch.all(model.fc2.bias == 0) and torch.all(model.features[0].bias == 0)
+        out = model.fc4.weight
+        assert out.abs().max() <= math.sqrt(6 / (out.shape[0] + out.shape[1]))
+    with pytest.raises(ValueError, match="init"):
+        init_weights(CNN(), "he")

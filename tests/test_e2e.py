@@ -30,6 +30,7 @@ TINY_PARAMS = {
     "prune.start_epoch": 1,
     "prune.layers": ["fc1", "fc2", "fc3"],
     "mlp.epochs": 3,
+    "finetune.epochs": 1,
 }
 SKIP = {"data.dvc", "dvc.lock"}
 
@@ -54,8 +55,9 @@ def set_params(repo: Path, values: dict) -> None:
 
 
 def sh(repo: Path, *cmd: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=repo, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    # An empty torch cache: the result must not depend on the developer's downloaded weights.
+    env = subprocess_env(TORCH_HOME=str(repo.parent / "torch-home"))
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -110,7 +112,8 @@ def test_mlflow_runs_and_tags(pipeline):
     parents = [r for r in all_runs if r.data.tags.get("emoprune.role") == "pipeline"]
     assert len(parents) == 1
     stages = {r.info.run_name: r for r in all_runs if r not in parents}
-    assert {"ingest", "resize", "train_cnn", "prune_cnn"} <= set(stages)
+    assert {"ingest", "resize", "features", "train_mlp", "train_cnn", "prune_cnn",
+            "finetune_resnet", "evaluate"} <= set(stages)
     head = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
     for name, r in stages.items():
         tags = r.data.tags
@@ -187,7 +190,7 @@ def test_exp_run_threshold_reruns_only_pruning(pipeline):
     proc = sh(repo, "dvc", "exp", "run", "-n", "t15", "-S", "prune.threshold=15")
     ran = {line.split("'")[1] for line in proc.stdout.splitlines()
            if line.startswith("Running stage")}
-    assert ran == {"prune_cnn"}, proc.stdout
+    assert ran == {"prune_cnn", "evaluate"}, proc.stdout
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     names = {r["name"]: r for e in exps for r in e.get("revs", [])}
@@ -205,3 +208,44 @@ def test_exp_run_threshold_reruns_only_pruning(pipeline):
             assert client.get_metric_history(run.info.run_id, f"fold0/{layer}/{stat}"), stat
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.data.tags["dvc.exp_name"] == "t15"
+
+
+def test_finetune_resnet_is_labelled_honestly(pipeline):
+    repo, _ = pipeline
+    metrics = json.loads((repo / "reports/finetune_resnet/metrics.json").read_text())
+    r18 = metrics["resnet18"]
+    # No ImageNet file in the test's torch cache: random init, and it says so.
+    assert r18["weights"] == "random" and r18["pretrained"] is False
+    assert r18["folds"] == [0] and set(r18["per_fold"]) == {"0"}
+    probas = np.load(repo / "outputs/models/resnet/resnet18/val_proba.npz")
+    assert list(probas) == ["fold0"] and probas["fold0"].shape[1] == 7
+    _, all_runs = runs(repo)
+    run = next(r for r in all_runs if r.info.run_name == "finetune_resnet")
+    assert run.data.tags["weights"] == "random"
+
+
+def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
+    repo, _ = pipeline
+    metrics = json.loads((repo / "reports/evaluate/metrics.json").read_text())
+    for model in ("mlp", "cnn", "pruned", "resnet18"):
+        assert {"acc_mean", "acc_std", "f1_mean", "f1_std", "recall", "n_params"} <= set(
+            metrics[model]), model
+        assert len(metrics[model]["recall"]) == 7
+    assert metrics["cnn"]["folds"] == metrics["pruned"]["folds"] == metrics["mlp"]["folds"] == [0, 1]
+    assert metrics["resnet18"]["folds"] == [0] and metrics["resnet18"]["weights"] == "random"
+    assert "neurons_removed" in metrics["pruned"] and "ms_per_image" in metrics["cnn"]
+    report = (repo / "reports/evaluate/comparison.md").read_text()
+    assert "published" in report.lower() and "NOT transfer learning" in report
+    assert "paired t-test" in report
+    confusion = (repo / "reports/evaluate/confusion/cnn.tsv").read_text().splitlines()
+    assert confusion[0] == "actual\tpredicted" and len(confusion) == 28
+    client, all_runs = runs(repo)
+    run = next(r for r in all_runs if r.info.run_name == "evaluate"
+               and r.data.tags["dvc.exp_name"] == "workspace")
+    for key in ("cnn/acc_mean", "pruned/acc_mean", "mlp/f1_mean", "resnet18/acc_mean"):
+        assert key in run.data.metrics, key
+    assert run.data.params["prune.threshold"] == "25" and run.data.params["cnn.epochs"] == "2"
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
+    assert {"evaluate/comparison.md", "evaluate/metrics.json", "evaluate/plots"} <= arts
+    figs = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate/plots")}
+    assert "evaluate/plots/confusion_cnn.png" in figs

@@ -136,6 +136,7 @@ class MlpParams:
 @dataclass(frozen=True)
 class CnnParams:
     activation: str = "sigmoid"
+    init: str = "glorot"  # glorot (scaled for the activation) | pytorch (torch's default)
     lr: float = 0.0006
     batch_size: int = 32
     epochs: int = 50
@@ -145,6 +146,7 @@ class CnnParams:
 
     def check(self, c: _Check) -> None:
         c.one_of("activation", ("sigmoid", "relu", "tanh"))
+        c.one_of("init", ("glorot", "pytorch"))
         c.positive("lr", "batch_size", "epochs", "checkpoint_every")
         c.one_of("trace_mode", PRUNE_MODES)
 
@@ -174,6 +176,45 @@ class PruneParams:
 
 
 @dataclass(frozen=True)
+class FinetuneParams:
+    """torchvision's transfer-learning recipe: SGD + momentum, step LR, 25 epochs."""
+
+    archs: tuple[str, ...] = ("resnet18",)
+    weights: str = "auto"  # imagenet (cached file required) | none (random init) | auto
+    freeze_backbone: bool = False
+    folds: int | str = 1  # how many of the manifest's folds (from fold 0), or "all"
+    epochs: int = 25
+    batch_size: int = 16
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    step_size: int = 7
+    gamma: float = 0.1
+
+    def check(self, c: _Check) -> None:
+        if not self.archs:
+            c.fail("archs", "list at least one of resnet18, resnet34, resnet50")
+        c.one_of("archs", ("resnet18", "resnet34", "resnet50"))
+        c.one_of("weights", ("auto", "imagenet", "none"))
+        if isinstance(self.folds, str) and self.folds != "all" or \
+                isinstance(self.folds, int) and self.folds < 1:
+            c.fail("folds", "be 'all' or a count >= 1")
+        c.positive("epochs", "batch_size", "lr", "step_size", "gamma")
+        if not 0 <= self.momentum < 1:
+            c.fail("momentum", "be in [0, 1)")
+        if self.weight_decay < 0:
+            c.fail("weight_decay", "be >= 0")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    latency_repeats: int = 10  # forward passes timed per model for inference ms/image
+
+    def check(self, c: _Check) -> None:
+        c.at_least("latency_repeats", 1)
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -187,6 +228,8 @@ class Params:
     mlp: MlpParams = field(default_factory=MlpParams)
     cnn: CnnParams = field(default_factory=CnnParams)
     prune: PruneParams = field(default_factory=PruneParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 
     def check(self, c: _Check) -> None:
         c.at_least("seed", 0)
@@ -195,6 +238,9 @@ class Params:
         if self.prune.start_epoch >= self.cnn.epochs:
             raise UserError(f"params.yaml: prune.start_epoch must be < cnn.epochs "
                             f"({self.cnn.epochs}), got {self.prune.start_epoch}")
+        if isinstance(self.finetune.folds, int) and self.finetune.folds > self.cv.folds:
+            raise UserError(f"params.yaml: finetune.folds must be 'all' or <= cv.folds "
+                            f"({self.cv.folds}), got {self.finetune.folds}")
         if self.prune.start_epoch % self.cnn.checkpoint_every:
             raise UserError(f"params.yaml: prune.start_epoch must be a multiple of "
                             f"cnn.checkpoint_every ({self.cnn.checkpoint_every}), "

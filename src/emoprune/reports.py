@@ -15,6 +15,7 @@ import mlflow
 from emoprune import plots
 from emoprune.crossval import mean_rows
 from emoprune.outputs import write_json, write_tsv
+from emoprune.tracking import log_metrics
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 TRACE_STATS = ("min_angle", "max_angle", "n_similar", "n_complementary", "n_alive",
@@ -40,8 +41,7 @@ def write_training_reports(folder: str | Path, title: str, metrics: Mapping[str,
     epochs = mean_rows(epoch_rows)
     for row in epochs:
         row["epoch"] = int(row["epoch"])
-        mlflow.log_metrics({k: v for k, v in row.items() if k in EPOCH_COLUMNS[1:]},
-                           step=row["epoch"])
+        log_metrics({k: v for k, v in row.items() if k in EPOCH_COLUMNS[1:]}, step=row["epoch"])
     write_json(folder / "metrics.json", metrics)
     write_tsv(folder / "epochs.tsv", epochs, [c for c in EPOCH_COLUMNS if c in epochs[0]])
     x = [r["epoch"] for r in epochs]
@@ -53,8 +53,8 @@ def write_training_reports(folder: str | Path, title: str, metrics: Mapping[str,
     if trace_rows:
         traces = wide_traces(trace_rows)
         for row in traces:
-            mlflow.log_metrics({k.replace("_", "/", 1): float(v) for k, v in row.items()
-                                if k != "epoch"}, step=row["epoch"])
+            log_metrics({k.replace("_", "/", 1): float(v) for k, v in row.items()
+                         if k != "epoch"}, step=row["epoch"])
         write_tsv(folder / "angles.tsv", traces)
         fig = plots.angle_traces(traces, title=f"{title}: pairwise angles (mean over folds)")
         fig.savefig(folder / "angles.png", dpi=100)
