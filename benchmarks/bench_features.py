@@ -16,11 +16,8 @@ Run: ``PYTHONPATH=src python benchmarks/bench_features.py [--smoke]``.
 
 from __future__ import annotations
 
-import contextlib
-import statistics
 import sys
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -28,29 +25,13 @@ from emoprune.features import compute_descriptors, lpq, phog
 from emoprune.features.phog import rgb2gray_matlab
 from emoprune.features.reference import anna_phog_reference, lpq_reference, synthetic_face_frame
 
+from benchmarks.timing import blas_threads, median_time
+
 GROUP = "descriptors"
 N_FRAMES_DATASET = 675
 TARGET_SECONDS = 30.0
 
 
-def _median_time(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _blas_threads(n: int) -> contextlib.AbstractContextManager:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(n)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -101,8 +82,8 @@ def _rows_for_size(
             f"min cosine {cos:.6f}, max |diff| {max_diff:.1e} on {n_frames} frames",
         ),
     ):
-        t_fast = _median_time(fast, reps) / n_frames
-        t_ref = _median_time(ref, ref_reps, warmup=0) / n_frames
+        t_fast = median_time(fast, reps) / n_frames
+        t_ref = median_time(ref, ref_reps, warmup=0) / n_frames
         per_frame += t_fast
         rows.append(
             {
@@ -132,7 +113,7 @@ def _rows_for_size(
 
 def run(smoke: bool = False) -> list[dict]:
     """All benchmark rows (see the module docstring); ``smoke``: tiny frames, 1 repetition."""
-    with _blas_threads(1):
+    with blas_threads(1):
         return _run(smoke)
 
 

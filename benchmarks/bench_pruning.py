@@ -16,12 +16,8 @@ Run: ``PYTHONPATH=src python benchmarks/bench_pruning.py [--smoke]``.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -30,22 +26,13 @@ from torch import nn
 from emoprune.models.cnn import CNN, HIDDEN_LAYERS
 from emoprune.pruning import PruneMask, layer_angle_stats, model_size_and_latency, shrink
 
+from benchmarks.timing import blas_threads, median_time
+
 N_PATTERNS = 540  # one SFEW training fold
 BATCH = 32
 THRESHOLD = 15.0
 GROUP = "pruning"
 
-
-def _median_time(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _loop_vectors(model: CNN, layer: str, acts: np.ndarray, mode: str) -> np.ndarray:
@@ -78,7 +65,7 @@ def _bench_checks(model: CNN, acts: dict[str, np.ndarray], smoke: bool) -> tuple
     pair_budget = 400 if smoke else 20_000  # pairs the loop really runs per layer
     rows, slowest = [], 0.0
     for mode in ("activations", "output_weights"):
-        fast = _median_time(
+        fast = median_time(
             lambda: [
                 layer_angle_stats(model, layer, acts[layer], mode, THRESHOLD, "sigmoid")
                 for layer in HIDDEN_LAYERS
@@ -92,7 +79,7 @@ def _bench_checks(model: CNN, acts: dict[str, np.ndarray], smoke: bool) -> tuple
             # Evenly spread subset, so the per-pair cost is typical of the whole layer.
             stride = math.ceil(len(pairs) / pair_budget)
             sub = pairs[::stride]
-            t = _median_time(lambda: _loop_check(vec, sub, THRESHOLD), 1 if smoke else 3, 0)
+            t = median_time(lambda: _loop_check(vec, sub, THRESHOLD), 1 if smoke else 3, 0)
             loop_total += t * len(pairs) / len(sub)
             parts.append(f"{layer} {len(sub)}/{len(pairs)} pairs")
         slowest = max(slowest, fast)
@@ -130,7 +117,7 @@ def _bench_epoch(check_s: float, smoke: bool) -> dict:
 
     n_batches = math.ceil(N_PATTERNS / BATCH)
     reps = 1 if smoke else 5
-    step_s = _median_time(train_step, reps)
+    step_s = median_time(train_step, reps)
     epoch_s = step_s * n_batches
     return {
         "group": GROUP,
@@ -195,19 +182,11 @@ def run(smoke: bool = False) -> list[dict]:
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with _blas_threads(1):
+        with blas_threads(1):
             return _run(smoke)
     finally:
         torch.set_num_threads(old_threads)
 
-
-def _blas_threads(n: int) -> contextlib.AbstractContextManager:
-    """Limit numpy's BLAS threads when threadpoolctl is available (it comes with scikit-learn)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(n)
 
 
 def _run(smoke: bool) -> list[dict]:

@@ -80,7 +80,43 @@ def _fit_epoch(model, optimizer, data) -> float:
     return time.perf_counter() - start
 
 
+def resnet18_rows(smoke: bool) -> list[dict]:
+    """ResNet18 fine-tuning throughput (the finetune_resnet recipe), channels_last vs not."""
+    from emoprune.models.resnet import build_resnet, make_optimizer_and_scheduler
+
+    n, batch, reps = (16, 8, 1) if smoke else (64, 16, 3)
+    x = torch.randn(n, 3, 224, 224)
+    y = torch.randint(0, 7, (n,))
+    rates = {}
+    for layout in ("channels_last", "contiguous"):
+        seed_everything(0)
+        model, _ = build_resnet("resnet18", 7, "none", channels_last=layout == "channels_last")
+        opt, _ = make_optimizer_and_scheduler(model)
+        xs = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+        fit(model, (xs[:batch], y[:batch]), None, optimizer=opt, epochs=1, batch_size=batch,
+            device="cpu", seed=0, progress=False)  # warm-up
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fit(model, (xs, y), None, optimizer=opt, epochs=1, batch_size=batch, device="cpu",
+                seed=0, progress=False)
+            times.append(time.perf_counter() - t0)
+        rates[layout] = n / statistics.median(times)
+    note = (f"resnet18 224px, SGD momentum, batch {batch}, N={n}, CPU "
+            f"{torch.get_num_threads()} threads, median of {reps}")
+    return [
+        {"group": "training", "name": "resnet18_train_images_per_s",
+         "value": rates["channels_last"], "unit": "img/s", "baseline": rates["contiguous"],
+         "ratio": rates["channels_last"] / rates["contiguous"],
+         "note": f"{note}; channels_last (used by finetune_resnet) vs contiguous NCHW"},
+    ]
+
+
 def run(smoke: bool = False) -> list[dict]:
+    return cnn_rows(smoke) + resnet18_rows(smoke)
+
+
+def cnn_rows(smoke: bool) -> list[dict]:
     n, reps = (64, 2) if smoke else (256, 9)
     seed_everything(0)
     model = CNN()  # the paper's settings: 227 px, sigmoid, (512, 128, 64)

@@ -1,6 +1,5 @@
 """train_cnn: the paper's CNN, K-fold cross-validated on the manifest's folds, epoch by epoch."""
 
-import mlflow
 import numpy as np
 
 from emoprune import cnn_cv, crossval, reports, tracking

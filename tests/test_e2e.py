@@ -76,7 +76,11 @@ def pipeline(tiny_sample, tmp_path_factory):
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
     proc = sh(repo, "dvc", "repro")
-    return repo, proc.stdout + proc.stderr
+    status = sh(repo, "git", "status", "--porcelain").stdout
+    # What a user commits after a repro: queued experiments start from the committed state.
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "repro")
+    return repo, proc.stdout + proc.stderr, status
 
 
 def runs(repo: Path):
@@ -87,7 +91,7 @@ def runs(repo: Path):
 
 
 def test_outputs(pipeline):
-    repo, _ = pipeline
+    repo, _, _ = pipeline
     records = read_manifest(repo / "outputs/ingest/manifest.csv")
     assert len(records) == 27 and {r.fold for r in records} == {0, 1}
     report = json.loads((repo / "reports/ingest.json").read_text())
@@ -98,23 +102,23 @@ def test_outputs(pipeline):
 
 
 def test_dvc_status_is_clean_and_git_sees_no_strays(pipeline):
-    repo, _ = pipeline
+    repo, _, after_repro = pipeline
     status = sh(repo, "dvc", "status", "--json").stdout
     assert json.loads(status) == {}
-    porcelain = sh(repo, "git", "status", "--porcelain").stdout.splitlines()
+    porcelain = after_repro.splitlines()
     # Only what a repro is expected to change: the lock file and the metrics reports.
     assert all(l[3:] in ("dvc.lock",) or l[3:].startswith("reports/") for l in porcelain), porcelain
 
 
 def test_mlflow_runs_and_tags(pipeline):
-    repo, _ = pipeline
+    repo, _, _ = pipeline
     _, all_runs = runs(repo)
     parents = [r for r in all_runs if r.data.tags.get("emoprune.role") == "pipeline"]
     assert len(parents) == 1
     stages = {r.info.run_name: r for r in all_runs if r not in parents}
     assert {"ingest", "resize", "features", "train_mlp", "train_cnn", "prune_cnn",
             "finetune_resnet", "evaluate"} <= set(stages)
-    head = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    head = sh(repo, "git", "rev-parse", "HEAD~1").stdout.strip()  # the commit repro ran on
     for name, r in stages.items():
         tags = r.data.tags
         assert r.info.status == "FINISHED"
@@ -131,7 +135,7 @@ def test_mlflow_runs_and_tags(pipeline):
 
 
 def test_second_repro_is_cached_and_logs_nothing(pipeline):
-    repo, _ = pipeline
+    repo, _, _ = pipeline
     _, before = runs(repo)
     out = sh(repo, "dvc", "repro").stdout
     assert "didn't change, skipping" in out and "Running stage" not in out
@@ -142,7 +146,7 @@ def test_second_repro_is_cached_and_logs_nothing(pipeline):
 def test_train_cnn_outputs_and_tracking(pipeline):
     from emoprune.cnn_cv import load_cnn_checkpoint
 
-    repo, _ = pipeline
+    repo, _, _ = pipeline
     for k in (0, 1):
         model, meta, opt = load_cnn_checkpoint(repo / f"outputs/models/cnn/fold{k}.pt")
         assert meta["epoch"] == 2 and meta["hidden"] == [512, 128, 64] and opt is None
@@ -173,7 +177,7 @@ def test_train_cnn_outputs_and_tracking(pipeline):
 
 
 def test_prune_cnn_outputs(pipeline):
-    repo, _ = pipeline
+    repo, _, _ = pipeline
     metrics = json.loads((repo / "reports/prune_cnn/metrics.json").read_text())
     for key in ("val_acc_before", "val_acc_after_first_prune", "val_acc", "val_f1",
                 "fc1_left", "fc2_left", "fc3_left", "params_shrunk", "latency_ms_shrunk"):
@@ -186,7 +190,7 @@ def test_prune_cnn_outputs(pipeline):
 
 
 def test_exp_run_threshold_reruns_only_pruning(pipeline):
-    repo, _ = pipeline
+    repo, _, _ = pipeline
     proc = sh(repo, "dvc", "exp", "run", "-n", "t15", "-S", "prune.threshold=15")
     ran = {line.split("'")[1] for line in proc.stdout.splitlines()
            if line.startswith("Running stage")}
@@ -211,7 +215,7 @@ def test_exp_run_threshold_reruns_only_pruning(pipeline):
 
 
 def test_finetune_resnet_is_labelled_honestly(pipeline):
-    repo, _ = pipeline
+    repo, _, _ = pipeline
     metrics = json.loads((repo / "reports/finetune_resnet/metrics.json").read_text())
     r18 = metrics["resnet18"]
     # No ImageNet file in the test's torch cache: random init, and it says so.
@@ -225,7 +229,7 @@ def test_finetune_resnet_is_labelled_honestly(pipeline):
 
 
 def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
-    repo, _ = pipeline
+    repo, _, _ = pipeline
     metrics = json.loads((repo / "reports/evaluate/metrics.json").read_text())
     for model in ("mlp", "cnn", "pruned", "resnet18"):
         assert {"acc_mean", "acc_std", "f1_mean", "f1_std", "recall", "n_params"} <= set(
@@ -249,3 +253,36 @@ def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
     assert {"evaluate/comparison.md", "evaluate/metrics.json", "evaluate/plots"} <= arts
     figs = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate/plots")}
     assert "evaluate/plots/confusion_cnn.png" in figs
+
+
+def test_queued_experiments_share_the_sqlite_store(pipeline):
+    """`dvc queue start -j 2`: two workers write to one sqlite file; nothing locks or gets lost."""
+    import time
+
+    repo, _, _ = pipeline
+    names = {"q18": 18, "q22": 22}
+    for name, t in names.items():
+        sh(repo, "dvc", "exp", "run", "--queue", "-n", name, "-S", f"prune.threshold={t}")
+    sh(repo, "dvc", "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 480
+    status = ""
+    while time.monotonic() < deadline:
+        status = sh(repo, "dvc", "queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        time.sleep(5)
+    sh(repo, "dvc", "queue", "stop")
+    assert "Success" in status and "Failed" not in status, status
+    for name in names:
+        logs = sh(repo, "dvc", "queue", "logs", name).stdout
+        assert "database is locked" not in logs
+    client, all_runs = runs(repo)
+    for name, t in names.items():
+        mine = [r for r in all_runs if r.data.tags.get("dvc.exp_name") == name]
+        stages = {r.info.run_name: r for r in mine if r.info.run_name != "pipeline"
+                  and not r.info.run_name.startswith("pipeline ")}
+        assert set(stages) == {"prune_cnn", "evaluate"}, (name, set(stages))
+        assert all(r.info.status == "FINISHED" for r in stages.values())
+        assert stages["prune_cnn"].data.params["prune.threshold"] == f"{float(t)}"
+        parents = {r.data.tags["mlflow.parentRunId"] for r in stages.values()}
+        assert len(parents) == 1  # one parent run per experiment

@@ -166,12 +166,16 @@ class Pruner(AngleTrace):
 
     def __call__(self, stats: EpochStats, model: nn.Module) -> None:
         epoch = stats.epoch
-        check = (epoch - self.start_epoch) % self.every == 0
-        # Activations are needed for the activations mode and for folding complementary pairs.
-        acts = collect_activations(model, self.x_train, self.layers, self.device)
-        if not check:
-            self.record(epoch, model, acts)
+        if (epoch - self.start_epoch) % self.every:
+            self.record(epoch, model, self.activations(model))
             return
+        # Activations cost a forward pass over the training fold: gather them only when the
+        # check needs them (the activations mode, or complementary pairs to fold into the bias).
+        need = self.mode == "activations" or any(
+            layer_angle_stats(model, layer, None, self.mode, self.threshold,
+                              removed=self.mask.removed[layer])["n_complementary"]
+            for layer in self.layers)
+        acts = collect_activations(model, self.x_train, self.layers, self.device) if need else {}
         for layer in self.layers:
             fc_in, fc_out = model.fc_pair(layer)
             vecs = neuron_vectors(fc_in, fc_out, acts.get(layer), self.mode,

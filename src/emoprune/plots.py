@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -84,11 +85,9 @@ def angle_histograms(first: Mapping[str, Sequence[float]], last: Mapping[str, Se
     return fig
 
 
-def class_means(descriptors: Mapping[str, "np.ndarray"], labels: "np.ndarray",
+def class_means(descriptors: Mapping[str, np.ndarray], labels: np.ndarray,
                 classes: Sequence[str]) -> Figure:
-    """Mean descriptor per class, one panel per descriptor (N, D) arrays."""
-    import numpy as np
-
+    """Mean descriptor per class: one panel per descriptor, each (N, D); labels (N,)."""
     fig, axes = plt.subplots(len(descriptors), 1, figsize=(9, 3.2 * len(descriptors)),
                              squeeze=False)
     for ax, (name, x) in zip(axes[:, 0], descriptors.items()):
