@@ -139,3 +139,25 @@ def test_sqlite_uri_gets_a_lock_timeout():
     assert tracking._with_sqlite_timeout("sqlite:////x/mlflow.db") == \
         f"sqlite:////x/mlflow.db?timeout={tracking.SQLITE_TIMEOUT_S}"
     assert tracking._with_sqlite_timeout("http://h") == "http://h"
+
+
+def test_a_run_whose_process_died_is_marked_killed(store, clean_env):
+    """SIGKILL leaves no chance to end the run: the next execution of the stage cleans up."""
+    import subprocess
+    import sys
+
+    clean_env.setenv("EMOPRUNE_PIPELINE_ID", "killed")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+    client = MlflowClient()
+    exp_id = client.create_experiment("emoprune")
+    orphan = client.create_run(exp_id, run_name="train_cnn", tags={
+        "dvc.stage": "train_cnn", tracking.PID_TAG: f"{__import__('socket').gethostname()}:"
+                                                    f"{dead.pid}:1.000"}).info.run_id
+    alive = client.create_run(exp_id, run_name="train_cnn", tags={
+        "dvc.stage": "train_cnn", tracking.PID_TAG: tracking._process_tag()}).info.run_id
+    with tracking.stage_run("train_cnn", "emoprune", {}):
+        pass
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert client.get_run(alive).info.status == "RUNNING"  # its process (us) still runs

@@ -28,6 +28,7 @@ from typing import Any
 from emoprune.errors import UserError
 
 PIPELINE_TAG = "pipeline.id"
+PID_TAG = "emoprune.process"  # host:pid:start time of the process that owns a RUNNING run
 ROLE_TAG = "emoprune.role"
 SQLITE_TIMEOUT_S = 60  # -j 2 queue workers share one sqlite file; wait for the lock, never fail
 SERVER_TIMEOUT_S = 10
@@ -235,8 +236,10 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
         # Nest under `mlflow run`'s run, in its experiment, without resuming it ourselves.
         experiment_id = client.get_run(parent_id).info.experiment_id
         os.environ.pop("MLFLOW_RUN_ID")
+    mark_abandoned_runs(client, experiment_id, stage)
     run = client.create_run(
-        experiment_id, run_name=stage, tags={**tags, "mlflow.parentRunId": parent_id}
+        experiment_id, run_name=stage,
+        tags={**tags, "mlflow.parentRunId": parent_id, PID_TAG: _process_tag()},
     )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     status = "FAILED"
@@ -259,6 +262,49 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
         signal.signal(signal.SIGTERM, previous)
         if _is_own_parent(client, parent_id):
             client.set_terminated(parent_id, status=status)
+
+
+def _process_tag(pid: int | None = None) -> str:
+    import socket
+
+    import psutil
+
+    proc = psutil.Process(pid)
+    return f"{socket.gethostname()}:{proc.pid}:{proc.create_time():.3f}"
+
+
+def _process_alive(tag: str) -> bool:
+    """Whether the process named by a PID_TAG still runs (same host, same pid, same start)."""
+    import socket
+
+    import psutil
+
+    host, _, rest = tag.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return True  # another machine's run: not ours to judge
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}" == started
+    except (psutil.Error, ValueError):
+        return False
+
+
+def mark_abandoned_runs(client: Any, experiment_id: str, stage: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of ``stage`` whose process is gone (e.g. after SIGKILL),
+    and their pipeline parent, so the UI never shows a dead attempt as still running."""
+    stale = []
+    for run in client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`dvc.stage` = '{stage}' and attributes.status = 'RUNNING'"):
+        tag = run.data.tags.get(PID_TAG)
+        if tag and not _process_alive(tag):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            stale.append(run.info.run_id)
+            parent = run.data.tags.get("mlflow.parentRunId")
+            if parent and _is_own_parent(client, parent) and \
+                    client.get_run(parent).info.status == "RUNNING":
+                client.set_terminated(parent, status="KILLED")
+    return stale
 
 
 def _is_own_parent(client: Any, run_id: str) -> bool:
