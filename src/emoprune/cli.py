@@ -1,0 +1,99 @@
+"""The ``emoprune`` console script: one subcommand per task (``predict`` for now).
+
+A user mistake (bad option, missing model, corrupt checkpoint) is one ``error: ...`` line on
+stderr and exit 2, never a traceback; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from emoprune.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is a UserError (one line) instead of usage + exit."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _fold(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fold number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"folds are numbered from 0, got {value}")
+    return value
+
+
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    from emoprune.predict import MODELS
+
+    p = subparsers.add_parser(
+        "predict", help="print the emotion of each image",
+        description="Print 'IMAGE<TAB>emotion<TAB>probability' per image (PNG/JPEG, any size), "
+                    "using a model trained by `dvc repro`. Run it from the project root.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--model", choices=MODELS, default="cnn",
+                   help="which trained model (default: cnn)")
+    p.add_argument("--fold", type=_fold, default=None, metavar="K",
+                   help="which cross-validation fold's model (default: 0; with --uri, the fold "
+                        "the URI names, e.g. model_fold3)")
+    p.add_argument("--uri", metavar="MLFLOW_MODEL_URI",
+                   help="an MLflow-logged CNN (runs:/<run_id>/model_fold0, models:/...) of "
+                        "--model cnn or pruned, normalised with the stats in "
+                        "outputs/models/cnn/fold{K}.pt")
+    p.add_argument("--top", type=_positive, default=1, metavar="K",
+                   help="also print the K most probable emotions as a 4th field")
+    p.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from emoprune.predict import load_predictor, predict_files
+
+    predictor = load_predictor(args.model, args.fold, args.uri)
+    failed = predict_files(predictor, args.images, sys.stdout, sys.stderr, top=args.top)
+    return 2 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="emoprune", description="Distinctiveness pruning on SFEW: tools.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_predict(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``emoprune COMMAND ...``; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `emoprune predict ... | head`: the reader left; exit quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

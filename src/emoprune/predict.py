@@ -1,0 +1,361 @@
+"""``emoprune predict``: classify image files with a model the pipeline trained.
+
+Each model family becomes a ``Predictor``: a callable mapping a list of RGB PIL images of any
+size to (N, C) softmax probabilities, with the class names. Building one from a model object
+(``cnn_predictor``, ``resnet_predictor``, ``mlp_predictor``) is pure and testable without files;
+``load_predictor`` finds and loads the pipeline's checkpoints under ``outputs/models/``.
+
+Preprocessing repeats the pipeline's exactly (the same Pillow BILINEAR squash as the resize stage,
+the training fold's normalisation, the same descriptors and per-fold PCA), so a frame gets the
+probabilities the evaluate stage would give it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from emoprune.data.images import BadImage, inspect_image, load_rgb
+from emoprune.errors import UserError
+
+MODELS = ("cnn", "pruned", "resnet18", "resnet34", "resnet50", "mlp")
+CNN_FAMILY = ("cnn", "pruned")
+MODELS_DIR = Path("outputs/models")
+FEATURE_PARAMS = Path("outputs/features/params.json")
+RESIZE_META = Path("outputs/resize/meta.json")
+RESNET_SIZE = 224  # params.yaml resize.resnet; ResNet's adaptive pooling accepts any size anyway
+MLP_SIZE = 227  # descriptors are computed on the CNN-sized frames (resize.cnn)
+BATCH = 32  # images decoded and scored at a time: bounds memory for long file lists
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A loaded model: ``predictor(images)`` -> (N, len(classes)) float probabilities."""
+
+    name: str
+    classes: tuple[str, ...]
+    proba: Callable[[Sequence[Image.Image]], np.ndarray]
+
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        proba = self.proba(images)
+        if proba.shape != (len(images), len(self.classes)):
+            # e.g. an --uri model trained on other classes than the local checkpoint names
+            raise UserError(f"model {self.name} gives {proba.shape[1]} class scores per image, "
+                            f"but {len(self.classes)} classes are named")
+        return proba
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def resize_square(img: Image.Image, size: int) -> np.ndarray:
+    """An RGB image of any size -> (size, size, 3) uint8, squashed as the resize stage does."""
+    return np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR),
+                      dtype=np.uint8)
+
+
+def stack_resized(images: Sequence[Image.Image], size: int) -> np.ndarray:
+    """(N, size, size, 3) uint8 stack of ``images``."""
+    return np.stack([resize_square(img, size) for img in images])
+
+
+def softmax_proba(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """(N, C) float64 softmax probabilities of ``model`` on inputs ``x`` (N, ...), on the CPU."""
+    model.eval()
+    with torch.inference_mode():
+        logits = model(x)
+    return torch.softmax(logits.double(), dim=1).numpy()
+
+
+def _classes(meta: Mapping[str, Any], n_classes: int, where: str | Path) -> tuple[str, ...]:
+    classes = meta.get("classes")
+    if classes is None:  # an older checkpoint: name the classes by index rather than fail
+        return tuple(str(i) for i in range(n_classes))
+    if len(classes) != n_classes:
+        raise UserError(f"{where}: meta lists {len(classes)} classes but the model has "
+                        f"{n_classes} outputs")
+    return tuple(str(c) for c in classes)
+
+
+# --------------------------------------------------------------------------- model -> Predictor
+
+
+def cnn_predictor(model: nn.Module, mean: Sequence[float], std: Sequence[float], in_size: int,
+                  classes: Sequence[str], name: str = "cnn") -> Predictor:
+    """A CNN (or an MLflow-logged one) taking normalised (N, 3, in_size, in_size) inputs."""
+    from emoprune.training import to_tensor_images
+
+    mean_a, std_a = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+
+    def proba(images: Sequence[Image.Image]) -> np.ndarray:
+        return softmax_proba(model, to_tensor_images(stack_resized(images, in_size), mean_a, std_a))
+
+    return Predictor(name, tuple(classes), proba)
+
+
+def resnet_predictor(model: nn.Module, classes: Sequence[str], size: int = RESNET_SIZE,
+                     name: str = "resnet") -> Predictor:
+    """A fine-tuned ResNet: ImageNet-normalised (N, 3, size, size) inputs."""
+    from emoprune.models.resnet import prepare_inputs
+
+    def proba(images: Sequence[Image.Image]) -> np.ndarray:
+        return softmax_proba(model, prepare_inputs(stack_resized(images, size)))
+
+    return Predictor(name, tuple(classes), proba)
+
+
+def mlp_predictor(model: nn.Module, pcas: Mapping[str, Any], classes: Sequence[str], *,
+                  lpq_kwargs: Mapping[str, Any], phog_kwargs: Mapping[str, Any],
+                  size: int = MLP_SIZE, name: str = "mlp") -> Predictor:
+    """The PCA + MLP baseline: LPQ and PHOG of the ``size`` frame, each through its fold's PCA.
+
+    ``pcas`` maps "lpq" and "phog" to ``DescriptorPCA``s; their scores are stacked in that order,
+    as train_mlp did, into (N, n_inputs) float32.
+    """
+    from emoprune.features import compute_descriptors
+
+    def proba(images: Sequence[Image.Image]) -> np.ndarray:
+        lpq, phog = compute_descriptors(stack_resized(images, size), lpq_kwargs=lpq_kwargs,
+                                        phog_kwargs=phog_kwargs)
+        x = np.hstack([pcas["lpq"].transform(lpq), pcas["phog"].transform(phog)])
+        return softmax_proba(model, torch.from_numpy(x.astype(np.float32)))
+
+    return Predictor(name, tuple(classes), proba)
+
+
+# --------------------------------------------------------------------------- files -> Predictor
+
+
+def model_path(model: str, fold: int, root: str | Path = ".") -> Path:
+    """Where the pipeline writes ``model``'s checkpoint of ``fold``; UserError if it is absent.
+
+    A missing fold is told apart from a missing model: the message lists the folds there are.
+    """
+    if model not in MODELS:
+        raise UserError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
+    if fold < 0:
+        raise UserError(f"--fold must be >= 0, got {fold}")
+    sub = Path("resnet") / model if model.startswith("resnet") else Path(model)
+    folder = Path(root) / MODELS_DIR / sub
+    path = folder / f"fold{fold}.pt"
+    if path.is_file():
+        return path
+    folds = sorted(int(m.group(1)) for p in folder.glob("fold*.pt")
+                   if (m := re.fullmatch(r"fold(\d+)\.pt", p.name)))
+    if folds:
+        raise UserError(f"--fold {fold}: no such fold for {model} ({folder} has folds "
+                        f"{', '.join(map(str, folds))})")
+    hint = " (is it in params.yaml finetune.archs?)" if model.startswith("resnet") else ""
+    raise UserError(f"{path}: no such file; run `dvc repro` in the project root first{hint}")
+
+
+def load_cnn_predictor(path: Path, name: str) -> Predictor:
+    from emoprune.cnn_cv import load_cnn_checkpoint
+
+    try:
+        model, meta, _ = load_cnn_checkpoint(path)
+    except UserError as exc:
+        # build_cnn's messages ("checkpoint meta lacks ...") do not say which file.
+        if str(path) in str(exc):
+            raise
+        raise UserError(f"{path}: {exc}") from None
+    mean, std = _norm_stats(meta, path)
+    return cnn_predictor(model, mean, std, int(meta.get("in_size", 227)),
+                         _classes(meta, model.n_classes, path), name)
+
+
+def _norm_stats(meta: Mapping[str, Any], path: Path) -> tuple[list[float], list[float]]:
+    mean, std = meta.get("mean"), meta.get("std")
+    if mean is None or std is None or len(mean) != 3 or len(std) != 3:
+        raise UserError(f"{path}: checkpoint lacks the training fold's mean/std (3 floats each)")
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def resnet_size(root: str | Path = ".") -> int:
+    """The side the ResNets were trained at: the resize stage's record, else the default 224."""
+    try:
+        meta = json.loads((Path(root) / RESIZE_META).read_text())
+        return int(meta["sizes"]["resnet"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return RESNET_SIZE
+
+
+def load_resnet_predictor(path: Path, arch: str, size: int = RESNET_SIZE) -> Predictor:
+    from emoprune.checkpoints import load_checkpoint
+    from emoprune.models.resnet import build_resnet
+
+    state, meta = load_checkpoint(path)
+    arch = str(meta.get("arch", arch))
+    try:
+        n_classes = int(meta["n_classes"])
+        model, _ = build_resnet(arch, n_classes, weights="none")
+        model.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(f"cannot load checkpoint {path}: not a {arch} checkpoint ({reason})") from None
+    return resnet_predictor(model, _classes(meta, n_classes, path), size, arch)
+
+
+def read_feature_params(path: str | Path = FEATURE_PARAMS) -> tuple[dict, dict, int]:
+    """(lpq kwargs, phog kwargs, image size) the features stage used, from its params.json."""
+    try:
+        params = json.loads(Path(path).read_text())
+        return dict(params["lpq"]), dict(params["phog"]), int(params.get("image_size", MLP_SIZE))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; run `dvc repro` in the project root first") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: unreadable feature params ({exc})") from None
+
+
+def load_mlp_predictor(path: Path, feature_params: str | Path = FEATURE_PARAMS) -> Predictor:
+    from emoprune.checkpoints import load_checkpoint
+    from emoprune.features.pca import DescriptorPCA
+    from emoprune.models.mlp import mlp
+
+    state, meta = load_checkpoint(path)
+    try:
+        n_classes = int(meta["n_classes"])
+        model = mlp(int(meta["n_inputs"]), [int(h) for h in meta["hidden"]], n_classes)
+        model.load_state_dict(state)
+        pcas = {name: DescriptorPCA.from_meta(meta["pca"][name]) for name in ("lpq", "phog")}
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(f"cannot load checkpoint {path}: not an MLP checkpoint ({reason})") from None
+    n_pca = sum(p.components.shape[0] for p in pcas.values())
+    if n_pca != int(meta["n_inputs"]):
+        raise UserError(f"{path}: PCA gives {n_pca} inputs but the MLP takes {meta['n_inputs']}")
+    lpq_kw, phog_kw, size = read_feature_params(feature_params)
+    return mlp_predictor(model, pcas, _classes(meta, n_classes, path), lpq_kwargs=lpq_kw,
+                         phog_kwargs=phog_kw, size=size)
+
+
+def load_uri_predictor(uri: str, stats_path: Path, name: str) -> Predictor:
+    """An MLflow-logged CNN-family model; its normalisation comes from the local checkpoint.
+
+    The logged models take the already-normalised (N, 3, 227, 227) tensor, and the training fold's
+    mean/std are not part of the MLflow model, so they are read from ``stats_path``.
+    """
+    from emoprune import tracking
+
+    if not stats_path.is_file():
+        raise UserError(f"--uri needs the normalisation stats in {stats_path}, which is missing; "
+                        f"run `dvc repro` in the project root (or pick --fold)")
+    from emoprune.checkpoints import load_checkpoint
+
+    _, meta = load_checkpoint(stats_path)
+    mean, std = _norm_stats(meta, stats_path)
+    tracking.configure()
+    # One image's prediction should print one line, not mlflow's download progress bars.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow.pytorch
+
+    try:
+        model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - MlflowException, OSError, unpickling errors...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"--uri {uri}: cannot load the model ({first})") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"--uri {uri}: not a PyTorch model")
+    classes = _classes(meta, int(meta.get("n_classes", 7)), stats_path)
+    return cnn_predictor(model, mean, std, int(meta.get("in_size", 227)), classes, name)
+
+
+def uri_fold(uri: str) -> int | None:
+    """The fold a logged model's name gives (``.../model_fold3`` -> 3), else None."""
+    m = re.search(r"fold(\d+)/*$", uri)
+    return int(m.group(1)) if m else None
+
+
+def load_predictor(model: str = "cnn", fold: int | None = None, uri: str | None = None,
+                   root: str | Path = ".") -> Predictor:
+    """The Predictor for ``--model``/``--fold``/``--uri``, from the pipeline outputs under ``root``.
+
+    ``fold`` None means 0, or with ``uri`` the fold its name gives (the stages log
+    ``model_fold{k}`` / ``shrunk_fold{k}``), so the normalisation matches the logged model.
+    Every failure a user can cause (missing file, corrupt checkpoint, unknown model or fold) is a
+    one-line ``UserError`` naming the file or option.
+    """
+    if fold is None:
+        fold = (uri_fold(uri) if uri else None) or 0
+    if model not in MODELS:
+        raise UserError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
+    if uri is not None:
+        if model not in CNN_FAMILY:
+            raise UserError(f"--uri is supported for the CNN models ({', '.join(CNN_FAMILY)}), "
+                            f"not --model {model}")
+        if fold < 0:
+            raise UserError(f"--fold must be >= 0, got {fold}")
+        stats = Path(root) / MODELS_DIR / "cnn" / f"fold{fold}.pt"
+        return load_uri_predictor(uri, stats, model)
+    path = model_path(model, fold, root)
+    if model in CNN_FAMILY:
+        return load_cnn_predictor(path, model)
+    if model == "mlp":
+        return load_mlp_predictor(path, Path(root) / FEATURE_PARAMS)
+    return load_resnet_predictor(path, model, resnet_size(root))
+
+
+# --------------------------------------------------------------------------- images -> lines
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """``path`` as an RGB PIL image; BadImage with ingest's one-line reason if unusable."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BadImage("no such file") from None
+    except IsADirectoryError:
+        raise BadImage("is a directory") from None
+    except OSError as exc:
+        raise BadImage(f"unreadable ({exc.strerror or exc})") from None
+    inspect_image(data)  # fully decodes: truncated, bomb-sized or non-image files fail here
+    return load_rgb(path)
+
+
+def top_k(proba: np.ndarray, classes: Sequence[str], k: int = 1) -> list[tuple[str, float]]:
+    """The ``k`` most probable (class, probability) pairs of one (C,) row, most probable first."""
+    order = np.argsort(-np.asarray(proba), kind="stable")[:max(1, k)]
+    return [(classes[i], float(proba[i])) for i in order]
+
+
+def format_line(path: str, proba: np.ndarray, classes: Sequence[str], top: int = 1) -> str:
+    """``path<TAB>class<TAB>prob``; with ``top`` > 1 a 4th field ``A 0.83, B 0.10, C 0.04``."""
+    ranked = top_k(proba, classes, top)
+    fields = [path, ranked[0][0], f"{ranked[0][1]:.2f}"]
+    if top > 1:
+        fields.append(", ".join(f"{c} {p:.2f}" for c, p in ranked))
+    return "\t".join(fields)
+
+
+def predict_files(predictor: Predictor, paths: Sequence[str], out: TextIO, err: TextIO,
+                  top: int = 1, batch: int = BATCH) -> int:
+    """Print one line per image to ``out`` and ``error: <path>: <reason>`` per bad one to ``err``.
+
+    Lines come in the order of ``paths``; images are scored ``batch`` at a time. Returns the
+    number of images that failed.
+    """
+    failed = 0
+    for start in range(0, len(paths), batch):
+        good: list[tuple[str, Image.Image]] = []
+        for path in paths[start:start + batch]:
+            try:
+                good.append((path, read_image(path)))
+            except BadImage as exc:
+                failed += 1
+                print(f"error: {path}: {exc}", file=err, flush=True)
+        if good:
+            proba = predictor([img for _, img in good])
+            for (path, _), row in zip(good, proba):
+                print(format_line(path, row, predictor.classes, top), file=out)
+            out.flush()
+    return failed
