@@ -1,11 +1,12 @@
 """ingest: validate data/raw, fix the stratified folds, write the manifest and a report."""
 
+import sys
 from collections import Counter
 
 import mlflow
 
 from emoprune import plots
-from emoprune.data.ingest import build_manifest, manifest_csv
+from emoprune.data.ingest import build_manifest, display_path, manifest_csv
 from emoprune.outputs import write_json, write_text
 from emoprune.params import Params
 from emoprune.stage import run_stage
@@ -18,10 +19,11 @@ def main(p: Params) -> None:
     records, skipped = build_manifest(p.data.raw, p.data.classes, p.cv.folds, p.cv.seed,
                                       p.cv.group_by)
     for s in skipped:
-        print(f"warning: skipped {s.path}: {s.reason}")
+        print(f"warning: skipped {s.path}: {s.reason}", file=sys.stderr)
     counts = Counter(r.emotion for r in records)
     per_class = {c: counts[c] for c in p.data.classes}
-    converted = [{"path": r.path, "note": r.checks} for r in records if r.checks != "ok"]
+    converted = [{"path": display_path(r.path), "note": r.checks} for r in records
+                 if r.checks != "ok"]
     report = {
         "n_images": len(records),
         "per_class": per_class,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ class _Check:
 
     def fail(self, key: str, rule: str) -> None:
         name = f"{self.section}.{key}" if self.section else key
-        raise UserError(f"params.yaml: {name} must {rule}, got {getattr(self.obj, key)!r}")
+        value = getattr(self.obj, key)
+        shown = list(value) if isinstance(value, tuple) else value  # as written in YAML: [fc9]
+        raise UserError(f"params.yaml: {name} must {rule}, got {shown!r}")
 
     def positive(self, *keys: str) -> None:
         for k in keys:
@@ -268,8 +271,15 @@ def _type_name(tp: Any) -> str:
     )
 
 
+# YAML 1.1 (PyYAML) reads ``1e-4`` as a string: only ``1.0e-4`` is a float there. Users (and
+# ``dvc exp run -S cnn.lr=1e-4``) write the short form, so it is taken as the number it means.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; int is accepted where float is expected."""
+    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        value = float(value)
     origin = typing.get_origin(tp)
     if origin is tuple:
         if not isinstance(value, list | tuple):

@@ -8,8 +8,11 @@ with a reason; structural problems (unknown or empty class, too few images) are 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
+import os
+import stat
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +20,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from emoprune.data.images import IGNORED_NAMES, IMAGE_SUFFIXES, BadImage, inspect_image
+from emoprune.data.images import (
+    IGNORED_NAMES,
+    IMAGE_SUFFIXES,
+    MAX_FILE_BYTES,
+    BadImage,
+    inspect_frame,
+)
 from emoprune.errors import UserError
 
 MANIFEST_COLUMNS = ("path", "emotion", "label", "width", "height", "fold", "clip", "sha1", "checks")
@@ -48,9 +57,26 @@ def clip_of(filename: str) -> str:
     return stem.rsplit("_", 1)[0] if "_" in stem else stem
 
 
-def _display(path: Path) -> str:
-    # Non-UTF-8 names must still print on one line.
-    return path.as_posix().encode("utf-8", "backslashreplace").decode("utf-8")
+def display_path(path: str | Path) -> str:
+    """``path`` as one printable line: undecodable bytes as ``\\xff``, control chars escaped."""
+    text = os.fsencode(Path(path).as_posix()).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def _stat_failure(path: Path, exc: OSError) -> str:
+    """Why ``path`` could not be stat'ed, for a file that ``rglob`` listed."""
+    if exc.errno == errno.ELOOP:
+        return "symlink loop (too many levels of symbolic links)"
+    if path.is_symlink():
+        return f"broken symlink (target {display_path(os.readlink(path))} not found)"
+    return f"unreadable ({exc.strerror or exc})"
+
+
+def _not_regular(mode: int) -> str:
+    kind = ("named pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
+    return f"not a regular file (a {kind})"
 
 
 def match_class_folders(raw: Path, classes: tuple[str, ...]) -> dict[str, Path]:
@@ -67,11 +93,11 @@ def match_class_folders(raw: Path, classes: tuple[str, ...]) -> dict[str, Path]:
         cls = wanted.get(entry.name.lower())
         if cls is None:
             raise UserError(
-                f"{_display(entry)}: unknown class folder (expected one of {', '.join(classes)})"
+                f"{display_path(entry)}: unknown class folder (expected one of {', '.join(classes)})"
             )
         if cls in found:
-            raise UserError(f"{_display(entry)}: duplicate folder for class {cls} "
-                            f"(also {_display(found[cls])})")
+            raise UserError(f"{display_path(entry)}: duplicate folder for class {cls} "
+                            f"(also {display_path(found[cls])})")
         found[cls] = entry
     if not found:
         raise UserError(f"{raw}: no class folders (expected {', '.join(classes)})")
@@ -88,44 +114,74 @@ def scan(raw: str | Path, classes: tuple[str, ...]) -> tuple[list[Record], list[
     skipped: list[Skipped] = []
     for label, (cls, folder) in enumerate(match_class_folders(raw, classes).items()):
         for path in sorted(folder.rglob("*")):
-            name = path.name.lower()
-            if name in IGNORED_NAMES or path.is_dir():
+            if path.name.lower() in IGNORED_NAMES:
                 continue
-            shown = _display(path)
+            try:
+                st: os.stat_result | None = path.stat()  # follows symlinks
+            except OSError as exc:
+                st, failure = None, exc
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                continue  # rglob lists its files too
+            shown = display_path(path)
             if not path.suffix.lower() in IMAGE_SUFFIXES:
-                skipped.append(Skipped(shown, f"not an image file ({path.suffix or 'no extension'})"))
+                kind = display_path(path.suffix) or "no extension"
+                skipped.append(Skipped(shown, f"not an image file ({kind})"))
+                continue
+            if st is None:
+                skipped.append(Skipped(shown, _stat_failure(path, failure)))
+                continue
+            if not stat.S_ISREG(st.st_mode):  # reading a FIFO or /dev/zero would never end
+                skipped.append(Skipped(shown, _not_regular(st.st_mode)))
+                continue
+            if st.st_size > MAX_FILE_BYTES:
+                skipped.append(Skipped(shown, f"too large ({st.st_size / 2**20:,.0f} MiB file, "
+                                              f"over {MAX_FILE_BYTES / 2**20:,.0f} MiB)"))
                 continue
             try:
                 data = path.read_bytes()
-                width, height, mode = inspect_image(data)
+                info = inspect_frame(data)
             except BadImage as exc:
                 skipped.append(Skipped(shown, str(exc)))
                 continue
-            except OSError as exc:  # a symlink loop or unreadable file
+            except OSError as exc:  # removed or made unreadable meanwhile
                 skipped.append(Skipped(shown, f"unreadable ({exc.strerror or exc})"))
                 continue
-            checks = "ok" if mode == "RGB" else f"converted {mode} to RGB"
             records.append(Record(
                 path=(Path(raw) / path.relative_to(raw)).as_posix(), emotion=cls, label=label,
-                width=width, height=height, fold=-1, clip=clip_of(path.name),
-                sha1=hashlib.sha1(data).hexdigest(), checks=checks,
+                width=info.width, height=info.height, fold=-1, clip=clip_of(path.name),
+                sha1=hashlib.sha1(data).hexdigest(), checks=info.conversion or "ok",
             ))
     return records, skipped
 
 
 def check_counts(records: list[Record], classes: tuple[str, ...], folds: int,
-                 class_folders: dict[str, Path] | None = None) -> Counter:
-    """Every class needs at least ``folds`` usable images; returns the per-class counts."""
+                 class_folders: dict[str, Path] | None = None,
+                 skipped: list[Skipped] | None = None) -> Counter:
+    """Every class needs at least ``folds`` usable images; returns the per-class counts.
+
+    With ``class_folders`` and ``skipped`` (from ``scan``), the error also says why a class came
+    up short: how many of its files were skipped, and the first one's reason.
+    """
     counts = Counter(r.emotion for r in records)
     if not records:
         raise UserError("no usable images found in any class folder")
     for cls in classes:
-        where = class_folders[cls] if class_folders else cls
+        where = display_path(Path(class_folders[cls] if class_folders else cls))
+        if counts[cls] >= folds:
+            continue
+        why = ""
+        if class_folders and skipped is not None:
+            mine = [s for s in skipped if s.path.startswith(where + "/")]
+            if mine:
+                first = mine[0]
+                why = (f" ({len(mine)} file{'s' if len(mine) > 1 else ''} skipped, e.g. "
+                       f"{first.path[len(where) + 1:]}: {first.reason})")
+            elif counts[cls] == 0:
+                why = " (the folder holds no image files)"
         if counts[cls] == 0:
-            raise UserError(f"{_display(Path(where))}: no usable images in class {cls}")
-        if counts[cls] < folds:
-            raise UserError(f"{_display(Path(where))}: {counts[cls]} usable images in class {cls}, "
-                            f"fewer than cv.folds={folds}")
+            raise UserError(f"{where}: no usable images in class {cls}{why}")
+        raise UserError(f"{where}: {counts[cls]} usable images in class {cls}, "
+                        f"fewer than cv.folds={folds}{why}")
     return counts
 
 
@@ -149,11 +205,12 @@ def build_manifest(raw: str | Path, classes: tuple[str, ...], folds: int, seed: 
                    group_by: str = "none") -> tuple[list[Record], list[Skipped]]:
     """Scan, validate, check counts and assign folds."""
     records, skipped = scan(raw, classes)
-    check_counts(records, classes, folds, match_class_folders(Path(raw), classes))
+    check_counts(records, classes, folds, match_class_folders(Path(raw), classes), skipped)
     labels = np.array([r.label for r in records])
     groups = np.array([f"{r.emotion}/{r.clip}" for r in records]) if group_by == "clip" else None
     if groups is not None and len(set(groups)) < folds:
-        raise UserError(f"cv.group_by=clip: only {len(set(groups))} clips, fewer than cv.folds={folds}")
+        raise UserError(f"cv.group_by=clip: only {len(set(groups))} clips, "
+                        f"fewer than cv.folds={folds}")
     for record, fold in zip(records, assign_folds(labels, groups, folds, seed)):
         record.fold = int(fold)
     return records, skipped
