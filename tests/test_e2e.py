@@ -143,6 +143,77 @@ def test_second_repro_is_cached_and_logs_nothing(pipeline):
     assert len(after) == len(before)
 
 
+TIMINGS = ("seconds", "latency", "ms_per_image")  # wall-clock figures vary run to run
+METRICS = ("train_mlp", "train_cnn", "prune_cnn", "finetune_resnet", "evaluate")
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items()
+                if not any(t in k for t in TIMINGS)}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def read_metrics(repo: Path) -> dict:
+    return {s: without_timings(json.loads((repo / f"reports/{s}/metrics.json").read_text()))
+            for s in METRICS}
+
+
+def test_the_whole_dag_is_deterministic(pipeline):
+    repo, _, _ = pipeline
+    first = read_metrics(repo)
+    sh(repo, "dvc", "repro", "-f")
+    assert read_metrics(repo) == first
+
+
+def _wait_for_first_epoch(repo: Path, timeout: float = 240) -> None:
+    """Until fold 0's epoch-1 checkpoint exists in the stage's temporary output folder."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if list((repo / "outputs/models").glob(".cnn.*.tmp/fold0_epoch001.pt")):
+            return
+        time.sleep(0.2)
+    raise AssertionError("train_cnn never finished an epoch")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_a_killed_stage_leaves_nothing_and_reruns_to_the_same_metrics(pipeline, sig):
+    import os
+    import signal
+    import time
+
+    repo, _, _ = pipeline
+    before = read_metrics(repo)
+    started = time.time()
+    env = subprocess_env(TORCH_HOME=str(repo.parent / "torch-home"))
+    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "train_cnn"], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        _wait_for_first_epoch(repo)
+        # The whole process group, as a terminal's Ctrl-C or a `kill -9` of the job would.
+        os.killpg(proc.pid, getattr(signal, sig))
+        out = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    if sig == "SIGINT":
+        assert "Traceback" not in out, out[-2000:]
+        assert not list((repo / "outputs/models").glob(".cnn.*.tmp"))  # cleaned on the way out
+    sh(repo, "dvc", "repro")
+    assert not list((repo / "outputs/models").glob(".*.tmp"))
+    assert read_metrics(repo) == before
+    killed = [r for r in runs(repo)[1] if r.info.run_name == "train_cnn"
+              and r.info.start_time / 1000 > started]
+    statuses = sorted(r.info.status for r in killed)
+    assert statuses == ["FINISHED", "KILLED"], statuses  # never left RUNNING
+
+
 def test_train_cnn_outputs_and_tracking(pipeline):
     from emoprune.cnn_cv import load_cnn_checkpoint
 

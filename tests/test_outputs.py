@@ -30,3 +30,14 @@ def test_folder_is_replaced_whole(tmp_path):
 def test_tsv_has_header_and_rows(tmp_path):
     write_tsv(tmp_path / "e.tsv", [{"epoch": 1, "loss": 0.123456789}, {"epoch": 2, "loss": None}])
     assert (tmp_path / "e.tsv").read_text() == "epoch\tloss\n1\t0.123457\n2\t\n"
+
+
+def test_leftovers_of_a_killed_attempt_are_removed(tmp_path):
+    stale_dir = tmp_path / ".cnn.abc123.tmp"
+    stale_dir.mkdir()
+    (stale_dir / "fold0.pt").write_text("half")
+    (tmp_path / ".cnn.def456.tmp").write_text("half")
+    (tmp_path / ".other.x.tmp").write_text("not ours")
+    with atomic_path(tmp_path / "cnn") as tmp:
+        tmp.mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.x.tmp", "cnn"]

@@ -24,6 +24,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Leftovers of an attempt killed with SIGKILL (no `finally` ran): DVC runs one stage per
+    # workspace at a time, so any temporary sibling of ours is stale.
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.rmdir()  # the caller decides whether it is a file or a folder
     try:
