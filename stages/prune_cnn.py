@@ -100,9 +100,8 @@ def main(p: Params) -> None:
         fig = plots.angle_histograms({l: np.concatenate(v) for l, v in hist_first.items()},
                                      {l: np.concatenate(v) for l, v in hist_last.items()},
                                      q.threshold)
-        fig.savefig(f"{REPORTS}/angle_histograms.png", dpi=100)
         mlflow.log_figure(fig, "angle_histograms.png")
-        plots.close(fig)
+        plots.save(fig, f"{REPORTS}/angle_histograms.png")
     m = metrics
     print(f"[prune_cnn] val acc {m['val_acc_before']['mean']:.3f} at epoch {q.start_epoch} -> "
           f"{m['val_acc']['mean']:.3f} ± {m['val_acc']['std']:.3f} at {p.cnn.epochs}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -41,6 +42,15 @@ def curves(x: Sequence[float], series: Mapping[str, Sequence[float]], *, xlabel:
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def save(fig: Figure, path: str | Path) -> None:
+    """Write ``fig`` as a PNG atomically (a Ctrl-C never leaves half an image), then close it."""
+    from emoprune.outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    close(fig)
 
 
 def angle_traces(rows: Sequence[Mapping[str, float]], title: str) -> Figure:

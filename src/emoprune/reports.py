@@ -48,8 +48,7 @@ def write_training_reports(folder: str | Path, title: str, metrics: Mapping[str,
     for name, keys in (("loss", ("train_loss", "val_loss")), ("accuracy", ("train_acc", "val_acc"))):
         fig = plots.curves(x, {k: [r.get(k) for r in epochs] for k in keys}, xlabel="epoch",
                            ylabel=name, title=f"{title}: {name} (mean over folds)")
-        fig.savefig(folder / f"{name}.png", dpi=100)
-        plots.close(fig)
+        plots.save(fig, folder / f"{name}.png")
     if trace_rows:
         traces = wide_traces(trace_rows)
         for row in traces:
@@ -57,6 +56,5 @@ def write_training_reports(folder: str | Path, title: str, metrics: Mapping[str,
                          if k != "epoch"}, step=row["epoch"])
         write_tsv(folder / "angles.tsv", traces)
         fig = plots.angle_traces(traces, title=f"{title}: pairwise angles (mean over folds)")
-        fig.savefig(folder / "angles.png", dpi=100)
-        plots.close(fig)
+        plots.save(fig, folder / "angles.png")
     mlflow.log_artifacts(str(folder), artifact_path="reports")
