@@ -57,13 +57,13 @@ def main(p: Params) -> None:
 
     results, confusion = {}, {}
     for key, (proba_path, metrics_path) in sources.items():
-        r = evaluation.fold_scores(load_probas(proba_path), labels, folds, n_classes, classes,
-                                   model=key)
+        probas = load_probas(proba_path)
+        r = evaluation.fold_scores(probas, labels, folds, n_classes, classes, model=key)
         trained = read_json(metrics_path) if metrics_path else resnet[key]
         r["train_acc_mean"] = trained["train_acc"]["mean"]
         results[key] = r
-        index, y_true, y_pred = evaluation.pooled_predictions(
-            load_probas(proba_path), labels, folds, n_classes, model=key)
+        _, y_true, y_pred = evaluation.pooled_predictions(probas, labels, folds, n_classes,
+                                                         model=key)
         confusion[key] = evaluation.confusion_rows(y_true, y_pred, classes)
 
     # Size and speed: the fold-0 model of each kind, on the CPU, batch 1.
