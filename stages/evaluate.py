@@ -161,7 +161,7 @@ def _log(p: Params, metrics: dict, results: dict) -> None:
     data = (lock.get("stages", {}).get("ingest", {}).get("deps") or [{}])[0]
     if data.get("md5"):
         mlflow.set_tag("data.md5", data["md5"])
-    mlflow.log_artifacts(str(REPORTS), artifact_path="evaluate")
+    tracking.log_folder(REPORTS, "evaluate")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,17 @@ def test_uri_uses_dvc_root(clean_env, tmp_path):
     assert tracking.artifact_location() == (tmp_path.resolve() / "mlartifacts").as_uri()
 
 
+def test_a_relative_sqlite_uri_is_relative_to_the_repo_root(clean_env, tmp_path):
+    # `mlflow run` passes sqlite:///mlflow.db on; queued experiments run in a temporary copy.
+    clean_env.setenv("DVC_ROOT", str(tmp_path))
+    clean_env.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    clean_env.setenv("MLFLOW_TRACKING_URI", "sqlite:///sub/x.db?timeout=5")
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/sub/x.db?timeout=5"
+    clean_env.setenv("MLFLOW_TRACKING_URI", "sqlite:////abs/x.db")
+    assert tracking.tracking_uri() == "sqlite:////abs/x.db"
+
+
 def test_uri_walks_up_to_the_repo_root(clean_env, tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     deep = tmp_path / "a" / "b"
@@ -120,6 +131,36 @@ def test_mlflow_run_id_is_the_parent(store, clean_env):
     child = next(r for r in runs.values() if r.info.run_name == "ingest")
     assert child.data.tags["mlflow.parentRunId"] == outer
     assert MlflowClient().get_run(outer).info.status == "RUNNING"  # left to `mlflow run`
+
+
+def test_a_sweep_nests_one_pipeline_run_per_experiment(store, clean_env):
+    """sweep run -> pipeline run per experiment -> stage runs, all in the sweep's experiment."""
+    mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+    exp_id = MlflowClient().create_experiment("sweeps")
+    sweep = MlflowClient().create_run(exp_id, run_name="sweep").info.run_id
+    clean_env.setenv(tracking.OUTER_RUN_ENV, sweep)
+    for name in ("t15", "t20"):
+        clean_env.setenv("EMOPRUNE_PIPELINE_ID", name)
+        clean_env.setenv("DVC_EXP_NAME", name)
+        for stage in ("prune_cnn", "evaluate"):
+            with tracking.stage_run(stage, "emoprune", {}):
+                pass
+    runs, _ = _runs(store, "sweeps")
+    pipelines = {r.data.tags["dvc.exp_name"]: r for r in runs.values()
+                 if r.data.tags.get("emoprune.role") == "pipeline"}
+    assert set(pipelines) == {"t15", "t20"}
+    for name, parent in pipelines.items():
+        assert parent.data.tags["mlflow.parentRunId"] == sweep
+        stages = [r for r in runs.values()
+                  if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert sorted(r.info.run_name for r in stages) == ["evaluate", "prune_cnn"]
+
+
+def test_an_unknown_launching_run_is_one_line(store, clean_env):
+    clean_env.setenv("MLFLOW_RUN_ID", "0" * 32)
+    with pytest.raises(UserError, match="MLFLOW_RUN_ID=0+ names no run"):
+        with tracking.stage_run("ingest", "emoprune", {}):
+            pass
 
 
 def test_failures_and_interrupts_are_recorded(store, clean_env):

@@ -10,12 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import mlflow
 
 from emoprune import plots
 from emoprune.crossval import mean_rows
 from emoprune.outputs import write_json, write_tsv
-from emoprune.tracking import log_metrics
+from emoprune.tracking import log_folder, log_metrics
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 TRACE_STATS = ("min_angle", "max_angle", "n_similar", "n_complementary", "n_alive",
@@ -57,4 +56,4 @@ def write_training_reports(folder: str | Path, title: str, metrics: Mapping[str,
         write_tsv(folder / "angles.tsv", traces)
         fig = plots.angle_traces(traces, title=f"{title}: pairwise angles (mean over folds)")
         plots.save(fig, folder / "angles.png")
-    mlflow.log_artifacts(str(folder), artifact_path="reports")
+    log_folder(folder, "reports")

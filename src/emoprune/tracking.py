@@ -5,7 +5,8 @@
   ``dvc exp run --temp/--queue``), else the nearest folder above the cwd holding dvc.yaml.
 - One run per stage execution, named after the stage, tagged ``dvc.stage``, ``dvc.exp_name``,
   ``dvc.baseline_rev``, ``git.commit`` and ``pipeline.id``, nested under one parent run per
-  pipeline invocation (or under ``$MLFLOW_RUN_ID`` when ``mlflow run`` launched us).
+  pipeline invocation (or under ``$MLFLOW_RUN_ID`` when ``mlflow run`` launched us). Under
+  ``$EMOPRUNE_PARENT_RUN_ID`` (an ``emoprune sweep``) each pipeline run nests under that run.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from emoprune.errors import UserError
 PIPELINE_TAG = "pipeline.id"
 PID_TAG = "emoprune.process"  # host:pid:start time of the process that owns a RUNNING run
 ROLE_TAG = "emoprune.role"
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+OUTER_RUN_ENV = "EMOPRUNE_PARENT_RUN_ID"  # pipeline runs nest under it (set by `emoprune sweep`)
 SQLITE_TIMEOUT_S = 60  # -j 2 queue workers share one sqlite file; wait for the lock, never fail
 SERVER_TIMEOUT_S = 10
 
@@ -46,12 +49,20 @@ def project_root(cwd: str | Path | None = None) -> Path:
 
 
 def tracking_uri(root: Path | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else the sqlite store at the repo root."""
-    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if env:
-        return env
+    """``$MLFLOW_TRACKING_URI`` if set, else the sqlite store at the repo root.
+
+    A relative sqlite path (``sqlite:///mlflow.db``, what ``mlflow run`` passes on by default)
+    is taken relative to the repo root, not to the cwd: queued experiments run their stages in
+    a temporary copy of the repo, and must still write to the one store.
+    """
     root = root or project_root()
-    return f"sqlite:///{root / 'mlflow.db'}"
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not env:
+        return f"sqlite:///{root / 'mlflow.db'}"
+    match = re.fullmatch(r"sqlite:///([^/?][^?]*)(\?.*)?", env)
+    if match and match.group(1) != ":memory:":
+        return f"sqlite:///{root / match.group(1)}{match.group(2) or ''}"
+    return env
 
 
 def artifact_location(root: Path | None = None) -> str:
@@ -160,15 +171,22 @@ def run_tags(stage: str, pid: str) -> dict[str, str]:
 
 
 def ensure_experiment(client: Any, name: str, root: Path) -> str:
-    """The experiment's id, creating it (with artifacts under <root>/mlartifacts) if needed."""
+    """The experiment's id, creating it (with artifacts under <root>/mlartifacts) if needed.
+
+    It is marked a model-training experiment, so the UI opens on its runs, not on GenAI traces.
+    """
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if KIND_TAG not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, TRAINING_KIND)
         return exp.experiment_id
     local = not tracking_uri(root).startswith(("http://", "https://"))
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(root) if local else None)
+        return client.create_experiment(
+            name, artifact_location=artifact_location(root) if local else None,
+            tags={KIND_TAG: TRAINING_KIND})
     except MlflowException:  # a parallel worker created it first
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -176,8 +194,13 @@ def ensure_experiment(client: Any, name: str, root: Path) -> str:
         return exp.experiment_id
 
 
-def ensure_parent(client: Any, experiment_id: str, pid: str, tags: Mapping[str, str]) -> str:
-    """The parent run of this pipeline invocation: ``$MLFLOW_RUN_ID`` or a run found by tag."""
+def ensure_parent(client: Any, experiment_id: str, pid: str, tags: Mapping[str, str],
+                  outer: str | None = None) -> str:
+    """The parent run of this pipeline invocation: ``$MLFLOW_RUN_ID`` or a run found by tag.
+
+    A parent created here is nested under ``outer`` when given (the run of an ``emoprune
+    sweep``), so a sweep shows as sweep -> one pipeline run per experiment -> stage runs.
+    """
     if os.environ.get("MLFLOW_RUN_ID"):
         return os.environ["MLFLOW_RUN_ID"]
     found = client.search_runs(
@@ -190,11 +213,21 @@ def ensure_parent(client: Any, experiment_id: str, pid: str, tags: Mapping[str, 
     name = tags["dvc.exp_name"]
     parent_tags = {k: v for k, v in tags.items() if k != "dvc.stage"}
     parent_tags[ROLE_TAG] = "pipeline"
+    if outer:
+        parent_tags["mlflow.parentRunId"] = outer
     run = client.create_run(
         experiment_id, run_name=f"pipeline {name}" if name != "workspace" else "pipeline",
         tags=parent_tags,
     )
     return run.info.run_id
+
+
+def _experiment_of(client: Any, run_id: str, variable: str) -> str:
+    """The experiment holding ``run_id`` (named by ``$variable``); one line if there is none."""
+    try:
+        return client.get_run(run_id).info.experiment_id
+    except Exception:
+        raise UserError(f"{variable}={run_id} names no run in {mask_uri(tracking_uri())}") from None
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -230,12 +263,18 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
     client = MlflowClient()
     pid = pipeline_id()
     tags = run_tags(stage, pid)
-    experiment_id = ensure_experiment(client, experiment, root)
-    parent_id = ensure_parent(client, experiment_id, pid, tags)
-    if os.environ.get("MLFLOW_RUN_ID"):
-        # Nest under `mlflow run`'s run, in its experiment, without resuming it ourselves.
-        experiment_id = client.get_run(parent_id).info.experiment_id
-        os.environ.pop("MLFLOW_RUN_ID")
+    launcher = os.environ.get("MLFLOW_RUN_ID")
+    outer = os.environ.get(OUTER_RUN_ENV)
+    if launcher:
+        # Nest under `mlflow run`'s run, in its experiment, without resuming it ourselves:
+        # the UI shows children only within their parent's experiment.
+        experiment_id = _experiment_of(client, launcher, "MLFLOW_RUN_ID")
+    elif outer:
+        experiment_id = _experiment_of(client, outer, OUTER_RUN_ENV)
+    else:
+        experiment_id = ensure_experiment(client, experiment, root)
+    parent_id = ensure_parent(client, experiment_id, pid, tags, outer)
+    os.environ.pop("MLFLOW_RUN_ID", None)
     mark_abandoned_runs(client, experiment_id, stage)
     run = client.create_run(
         experiment_id, run_name=stage,
@@ -376,6 +415,19 @@ def epoch_logger(prefix: str):
                     step=stats.epoch)
 
     return log
+
+
+def log_folder(folder: str | Path, artifact_path: str) -> None:
+    """Log every file under ``folder`` but dotfiles (DVC's .gitignore is not a report)."""
+    import mlflow
+
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            parent = rel.parent.as_posix()
+            mlflow.log_artifact(str(path), f"{artifact_path}/{parent}" if parent != "." else
+                                artifact_path)
 
 
 def log_model(model: Any, example: Any, name: str) -> None:
