@@ -1,4 +1,4 @@
-"""The ``emoprune`` console script: one subcommand per task (``predict`` for now).
+"""The ``emoprune`` console script: one subcommand per task (``predict``, ``sweep``).
 
 A user mistake (bad option, missing model, corrupt checkpoint) is one ``error: ...`` line on
 stderr and exit 2, never a traceback; Ctrl-C exits 130.
@@ -71,10 +71,37 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="run one DVC experiment per pruning threshold, in parallel",
+        description="Queue `dvc exp run -S prune.threshold=T` for each T, run them with "
+                    "`dvc queue start -j JOBS`, wait, and print one row per threshold. The "
+                    "experiments' MLflow runs nest under one sweep run. Run it from the "
+                    "project root, after `dvc repro` (only prune_cnn and evaluate rerun).")
+    p.add_argument("--thresholds", default="15,20,25", metavar="T1,T2,...",
+                   help="comma-separated angles in degrees (default: 15,20,25)")
+    p.add_argument("--jobs", type=_positive, default=2, help="parallel workers (default: 2)")
+    p.set_defaults(run=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from emoprune import sweep
+    from emoprune.params import load_params
+
+    thresholds = sweep.parse_thresholds(args.thresholds)
+    results = sweep.run_sweep(thresholds, args.jobs, load_params().mlflow.experiment)
+    print(sweep.summary_table(results), end="")
+    failed = sweep.failed(results)
+    for name in failed:
+        print(f"error: experiment {name} failed; see `dvc queue logs {name}`", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="emoprune", description="Distinctiveness pruning on SFEW: tools.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_predict(subparsers)
+    _add_sweep(subparsers)
     return parser
 
 

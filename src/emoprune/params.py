@@ -154,6 +154,7 @@ class CnnParams:
         c.one_of("trace_mode", PRUNE_MODES)
 
 
+PRUNE_THRESHOLD_RANGE = (0, 90)  # degrees, open: 0 prunes nothing, 90 would prune everything
 PRUNE_MODES = ("output_weights", "input_weights", "full_weights", "activations")
 HIDDEN = ("fc1", "fc2", "fc3")
 
@@ -168,7 +169,7 @@ class PruneParams:
     every: int = 1
 
     def check(self, c: _Check) -> None:
-        c.open_interval("threshold", 0, 90)
+        c.open_interval("threshold", *PRUNE_THRESHOLD_RANGE)
         if not self.layers:
             c.fail("layers", "list at least one of fc1, fc2, fc3")
         c.one_of("layers", HIDDEN)

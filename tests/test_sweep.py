@@ -1,0 +1,112 @@
+"""The MLproject, python_env.yaml and the pieces of `emoprune sweep` (the full sweep runs
+end to end in test_e2e.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from mlflow.projects._project_spec import load_project
+
+from conftest import REPO
+from emoprune import sweep
+from emoprune.errors import UserError
+from emoprune.sweep import Result
+
+
+def test_mlproject_entry_points_and_defaults_follow_params_yaml():
+    project = load_project(str(REPO))
+    assert {"main", "experiment", "sweep"} <= set(project._entry_points)
+    assert project.get_entry_point("main").command == "dvc repro"
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    experiment = project.get_entry_point("experiment")
+    defaults = {k: p.default for k, p in experiment.parameters.items()}
+    assert defaults == {"threshold": params["prune"]["threshold"], "lr": params["cnn"]["lr"],
+                        "batch_size": params["cnn"]["batch_size"],
+                        "epochs": params["cnn"]["epochs"]}
+    command = experiment.compute_command({"threshold": "20"}, storage_dir=None)
+    assert command.startswith("dvc exp run ") and "-S prune.threshold=20" in command
+    assert f"-S cnn.lr={params['cnn']['lr']}" in command
+    swept = project.get_entry_point("sweep").compute_command({}, storage_dir=None)
+    assert swept == "emoprune sweep --thresholds 15,20,25 --jobs 2"
+
+
+def test_python_env_installs_the_pinned_requirements():
+    env = yaml.safe_load((REPO / "python_env.yaml").read_text())
+    assert env["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert "-r requirements.txt" in env["dependencies"] and "-e ." in env["dependencies"]
+
+
+def test_parse_thresholds():
+    assert sweep.parse_thresholds("15, 20,25") == [15.0, 20.0, 25.0]
+    assert sweep.parse_thresholds("17.5") == [17.5]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("15,abc", "threshold 'abc' is not a number"),
+    ("15,90", "threshold 90 must be in (0, 90)"),
+    ("", "no thresholds given"),
+    ("15,15", "thresholds repeat"),
+])
+def test_bad_thresholds_are_one_line_errors(text, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        sweep.parse_thresholds(text)
+
+
+def test_bad_thresholds_exit_2_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "emoprune.cli", "sweep", "--thresholds", "x"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: sweep: threshold 'x' is not a number"
+
+
+def test_experiment_names_are_valid_dvc_names():
+    assert sweep.experiment_name("sweep-ab12cd", 15.0) == "sweep-ab12cd-t15"
+    assert sweep.experiment_name("sweep-ab12cd", 17.5) == "sweep-ab12cd-t17p5"
+
+
+def test_queue_status_reads_dvc_queue_status():
+    text = """Task     Name              Created    Status
+f1a2b3c  sweep-x-t15       10:00 AM   Success
+d4e5f6a  sweep-x-t20       10:00 AM   Running
+0a1b2c3  sweep-x-t25       10:00 AM   Queued
+9f8e7d6  other             09:00 AM   Failed
+
+Worker status: 2 active, 0 idle
+"""
+    status = sweep.queue_status(text, ["sweep-x-t15", "sweep-x-t20", "sweep-x-t25"])
+    assert status == {"sweep-x-t15": "Success", "sweep-x-t20": "Running",
+                      "sweep-x-t25": "Queued"}
+
+
+def test_child_env_nests_under_the_sweep_run(monkeypatch):
+    monkeypatch.setenv("MLFLOW_RUN_ID", "launcher")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "3")
+    env = sweep.child_env("sweep-run", "sqlite:////abs/mlflow.db")
+    assert "MLFLOW_RUN_ID" not in env and "MLFLOW_EXPERIMENT_ID" not in env
+    assert env["EMOPRUNE_PARENT_RUN_ID"] == "sweep-run"
+    assert env["MLFLOW_TRACKING_URI"] == "sqlite:////abs/mlflow.db"
+
+
+def test_summary_table_has_a_row_per_threshold():
+    results = [Result(15, "s-t15", "Success", {"pruned/acc_mean": 0.5}),
+               Result(20, "s-t20", "Failed", {})]
+    table = sweep.summary_table(results).splitlines()
+    assert len(table) == 4 and table[0].startswith("| threshold | experiment | status |")
+    assert table[2].startswith("| 15 | s-t15 | Success | 0.5 |")
+    assert table[3].startswith("| 20 | s-t20 | Failed | - |")
+    assert sweep.failed(results) == ["s-t20"]
+
+
+def test_exp_metrics_come_from_dvc_exp_show():
+    shown = [{"rev": "workspace", "experiments": None},
+             {"rev": "abc", "experiments": [{"revs": [{"name": "s-t15", "data": {"metrics": {
+                 "reports/evaluate/metrics.json": {"data": {
+                     "pruned": {"acc_mean": 0.5, "acc_std": 0.1, "recall": [1, 2]},
+                     "cnn": {"acc_mean": 0.6}, "pruned_vs_cnn": {"mean_diff": -0.1}}}}}}]},
+                 {"revs": [{"name": "other", "data": {}}]}]}]
+    assert sweep.exp_metrics(shown, ["s-t15", "s-t20"]) == {"s-t15": {
+        "pruned/acc_mean": 0.5, "pruned/acc_std": 0.1, "cnn/acc_mean": 0.6,
+        "pruned_vs_cnn/mean_diff": -0.1}}
