@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.project import clean_env as project_env
 from emoprune.data import sample
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = str(Path(sys.executable).parent)
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +40,24 @@ def clean_env(monkeypatch):
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for running stages and dvc: the venv first on PATH, no tracking leaks."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "DVC_", "EMOPRUNE_"))}
-    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
-    env["MPLBACKEND"] = "Agg"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
+    return project_env(**extra)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tiny_sample, tmp_path_factory):
+    """A tiny repo after `dvc repro` and a commit: (repo, repro's output, git status after it).
+
+    Shared by the end-to-end, browser and tracking-server tests; tests may add experiments,
+    never break it. The repro's metrics are kept in ``first_metrics.json`` beside the repo.
+    """
+    import json
+
+    import tinyrepo
+
+    repo = tinyrepo.make_repo(tmp_path_factory.mktemp("repo"), tiny_sample)
+    proc = tinyrepo.run(repo, "dvc", "repro")
+    (repo.parent / "first_metrics.json").write_text(json.dumps(tinyrepo.read_metrics(repo)))
+    status = tinyrepo.run(repo, "git", "status", "--porcelain").stdout
+    # What a user commits after a repro: queued experiments start from the committed state.
+    tinyrepo.commit(repo, "repro")
+    return repo, proc.stdout + proc.stderr, status

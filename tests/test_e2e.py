@@ -1,92 +1,34 @@
 """End to end: the real `dvc repro` on a tiny generated sample, in a temporary git repo.
 
-One module-scoped pipeline run feeds every assertion below; later stages extend it.
+One session-scoped pipeline run (conftest's ``pipeline``) feeds every assertion below.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from emoprune.data.ingest import read_manifest
 
-from conftest import REPO, subprocess_env
+import tinyrepo
+from conftest import subprocess_env
 
 pytestmark = pytest.mark.e2e
 
-# Tiny but real: every stage runs, with budgets small enough for 2 CPU cores.
-TINY_PARAMS = {
-    "cv.folds": 2,
-    "cnn.epochs": 2,
-    "cnn.checkpoint_every": 1,
-    "prune.start_epoch": 1,
-    "prune.layers": ["fc1", "fc2", "fc3"],
-    "mlp.epochs": 3,
-    "finetune.epochs": 1,
-}
-SKIP = {"data.dvc", "dvc.lock"}
-
-
-def project_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout.split("\n")
-    return [f for f in out if f and f not in SKIP and not f.startswith("reports/")
-            and (REPO / f).is_file()]
-
-
-def set_params(repo: Path, values: dict) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for dotted, value in values.items():
-        *sections, key = dotted.split(".")
-        node = params
-        for s in sections:
-            node = node.setdefault(s, {})
-        node[key] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def sh(repo: Path, *cmd: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    # An empty torch cache: the result must not depend on the developer's downloaded weights.
-    env = subprocess_env(TORCH_HOME=str(repo.parent / "torch-home"))
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return tinyrepo.run(repo, *cmd, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def pipeline(tiny_sample, tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
-    for f in project_files():
-        (repo / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, repo / f)
-    set_params(repo, TINY_PARAMS)
-    shutil.copytree(tiny_sample, repo / "data" / "raw")
-    (repo / "data.dvc").write_text("outs:\n- path: data/raw\n")
-    sh(repo, "git", "init", "-q", "-b", "main")
-    sh(repo, "dvc", "commit", "-f", "-q", "data.dvc")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
-    proc = sh(repo, "dvc", "repro")
-    status = sh(repo, "git", "status", "--porcelain").stdout
-    # What a user commits after a repro: queued experiments start from the committed state.
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "repro")
-    return repo, proc.stdout + proc.stderr, status
-
-
-def runs(repo: Path):
+def runs(repo: Path, experiment: str = "emoprune"):
     mlflow.set_tracking_uri(f"sqlite:///{repo}/mlflow.db")
     client = MlflowClient()
-    exp = client.get_experiment_by_name("emoprune")
+    exp = client.get_experiment_by_name(experiment)
     return client, client.search_runs([exp.experiment_id], max_results=1000)
 
 
@@ -143,31 +85,6 @@ def test_second_repro_is_cached_and_logs_nothing(pipeline):
     assert len(after) == len(before)
 
 
-TIMINGS = ("seconds", "latency", "ms_per_image")  # wall-clock figures vary run to run
-METRICS = ("train_mlp", "train_cnn", "prune_cnn", "finetune_resnet", "evaluate")
-
-
-def without_timings(value):
-    if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items()
-                if not any(t in k for t in TIMINGS)}
-    if isinstance(value, list):
-        return [without_timings(v) for v in value]
-    return value
-
-
-def read_metrics(repo: Path) -> dict:
-    return {s: without_timings(json.loads((repo / f"reports/{s}/metrics.json").read_text()))
-            for s in METRICS}
-
-
-def test_the_whole_dag_is_deterministic(pipeline):
-    repo, _, _ = pipeline
-    first = read_metrics(repo)
-    sh(repo, "dvc", "repro", "-f")
-    assert read_metrics(repo) == first
-
-
 def _wait_for_first_epoch(repo: Path, timeout: float = 240) -> None:
     """Until fold 0's epoch-1 checkpoint exists in the stage's temporary output folder."""
     import time
@@ -187,7 +104,7 @@ def test_a_killed_stage_leaves_nothing_and_reruns_to_the_same_metrics(pipeline, 
     import time
 
     repo, _, _ = pipeline
-    before = read_metrics(repo)
+    before = tinyrepo.read_metrics(repo)
     started = time.time()
     env = subprocess_env(TORCH_HOME=str(repo.parent / "torch-home"))
     proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "train_cnn"], cwd=repo, env=env,
@@ -207,7 +124,7 @@ def test_a_killed_stage_leaves_nothing_and_reruns_to_the_same_metrics(pipeline, 
         assert not list((repo / "outputs/models").glob(".cnn.*.tmp"))  # cleaned on the way out
     sh(repo, "dvc", "repro")
     assert not list((repo / "outputs/models").glob(".*.tmp"))
-    assert read_metrics(repo) == before
+    assert tinyrepo.read_metrics(repo) == before
     killed = [r for r in runs(repo)[1] if r.info.run_name == "train_cnn"
               and r.info.start_time / 1000 > started]
     statuses = sorted(r.info.status for r in killed)
@@ -326,34 +243,58 @@ def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
     assert "evaluate/plots/confusion_cnn.png" in figs
 
 
-def test_queued_experiments_share_the_sqlite_store(pipeline):
-    """`dvc queue start -j 2`: two workers write to one sqlite file; nothing locks or gets lost."""
-    import time
-
+def test_mlflow_run_experiment_nests_the_stages_under_its_run(pipeline):
+    """The MLproject's experiment entry point, exactly as a user types it (plus tiny epochs)."""
     repo, _, _ = pipeline
-    names = {"q18": 18, "q22": 22}
-    for name, t in names.items():
-        sh(repo, "dvc", "exp", "run", "--queue", "-n", name, "-S", f"prune.threshold={t}")
-    sh(repo, "dvc", "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 480
-    status = ""
-    while time.monotonic() < deadline:
-        status = sh(repo, "dvc", "queue", "status").stdout
-        if not any(word in status for word in ("Queued", "Running")):
-            break
-        time.sleep(5)
-    sh(repo, "dvc", "queue", "stop")
-    assert "Success" in status and "Failed" not in status, status
-    for name in names:
-        logs = sh(repo, "dvc", "queue", "logs", name).stdout
-        assert "database is locked" not in logs
+    proc = sh(repo, "mlflow", "run", ".", "-e", "experiment", "-P", "threshold=20",
+              "-P", "epochs=2", "--env-manager", "local")
+    ran = {line.split("'")[1] for line in proc.stdout.splitlines()
+           if line.startswith("Running stage")}
+    assert ran == {"prune_cnn", "evaluate"}, proc.stdout
+    # No MLFLOW_TRACKING_URI: `mlflow run` and the stages share the repo's sqlite store.
+    client, launched = runs(repo, "Default")
+    outer = [r for r in launched if "mlflow.parentRunId" not in r.data.tags]
+    assert len(outer) == 1 and outer[0].info.status == "FINISHED"
+    assert outer[0].data.params["threshold"] == "20"
+    stages = {r.info.run_name: r for r in launched if r is not outer[0]}
+    assert set(stages) == {"prune_cnn", "evaluate"}
+    for r in stages.values():
+        assert r.data.tags["mlflow.parentRunId"] == outer[0].info.run_id
+        assert r.info.status == "FINISHED" and r.data.tags["dvc.exp_name"] != "workspace"
+    assert stages["prune_cnn"].data.params["prune.threshold"] == "20.0"
+    assert "evaluate/plots/confusion_cnn.png" in {
+        a.path for a in client.list_artifacts(stages["evaluate"].info.run_id, "evaluate/plots")}
+    assert sh(repo, "git", "status", "--porcelain", "--", "mlruns").stdout == ""  # ignored
+
+
+def test_sweep_runs_three_thresholds_in_parallel_on_one_sqlite_store(pipeline):
+    """`mlflow run -e sweep`: three queued experiments, `dvc queue start -j 2`, one sqlite file.
+
+    Thresholds no earlier test used, so that DVC's run cache cannot skip the stages.
+    """
+    repo, _, _ = pipeline
+    proc = sh(repo, "mlflow", "run", ".", "-e", "sweep", "--env-manager", "local",
+              "--experiment-name", "emoprune", "-P", "thresholds=12,18,30", "-P", "jobs=2",
+              timeout=900)
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 3 and all("| Success |" in row for row in rows), proc.stdout
+    assert all("| - |" not in row for row in rows), proc.stdout  # every metric found
     client, all_runs = runs(repo)
-    for name, t in names.items():
+    sweep = [r for r in all_runs if r.data.tags.get("sweep.thresholds") == "12,18,30"]
+    assert len(sweep) == 1 and sweep[0].info.status == "FINISHED"
+    names = [row.split("|")[2].strip() for row in rows]
+    for name, t in zip(names, (12, 18, 30)):
+        logs = sh(repo, "dvc", "queue", "logs", name).stdout
+        assert "database is locked" not in logs and "Traceback" not in logs, logs[-2000:]
         mine = [r for r in all_runs if r.data.tags.get("dvc.exp_name") == name]
-        stages = {r.info.run_name: r for r in mine if r.info.run_name != "pipeline"
-                  and not r.info.run_name.startswith("pipeline ")}
+        parent = [r for r in mine if r.data.tags.get("emoprune.role") == "pipeline"]
+        assert len(parent) == 1, name  # one pipeline run per experiment...
+        assert parent[0].data.tags["mlflow.parentRunId"] == sweep[0].info.run_id  # ...in the sweep
+        stages = {r.info.run_name: r for r in mine if r is not parent[0]}
         assert set(stages) == {"prune_cnn", "evaluate"}, (name, set(stages))
         assert all(r.info.status == "FINISHED" for r in stages.values())
+        assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+                   for r in stages.values())
         assert stages["prune_cnn"].data.params["prune.threshold"] == f"{float(t)}"
-        parents = {r.data.tags["mlflow.parentRunId"] for r in stages.values()}
-        assert len(parents) == 1  # one parent run per experiment
+    history = client.get_metric_history(sweep[0].info.run_id, "pruned/acc_mean")
+    assert sorted(m.step for m in history) == [12, 18, 30]  # accuracy against threshold
