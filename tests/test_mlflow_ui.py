@@ -1,0 +1,125 @@
+"""The MLflow UI in a real browser: `mlflow server` over the store a tiny `dvc repro` filled,
+driven by Debian's Chromium through Playwright. Screenshots land in test-artifacts/browser/."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO
+from servers import mlflow_server
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+# Headless as root, and quiet: with background networking on, Chromium keeps dialling Google's
+# hosts, which this machine's closed network refuses.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync"]
+SHOTS = REPO / "test-artifacts" / "browser"
+STAGES = ("ingest", "resize", "features", "train_mlp", "train_cnn", "prune_cnn",
+          "finetune_resnet", "evaluate")
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium with apt-get, "
+                    "and that was impossible here")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def ui(pipeline, tmp_path_factory):
+    """(base URL, client, experiment id) of a server over the pipeline's sqlite store."""
+    repo, _, _ = pipeline
+    log = tmp_path_factory.mktemp("ui") / "server.log"
+    with mlflow_server(f"sqlite:///{repo}/mlflow.db", repo / "mlartifacts", log) as url:
+        mlflow.set_tracking_uri(f"sqlite:///{repo}/mlflow.db")
+        client = MlflowClient()
+        yield url, client, client.get_experiment_by_name("emoprune").experiment_id
+
+
+@pytest.fixture
+def page(browser, request):
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{request.node.name}.png"))
+    page.close()
+
+
+def _finished(client, exp_id: str, stage: str):
+    return client.search_runs([exp_id], f"tags.`dvc.stage` = '{stage}' and "
+                                        "attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+
+def test_experiment_page_lists_the_stage_runs_by_name(ui, page):
+    url, client, exp_id = ui
+    # A pipeline run whose children are all eight stages (a full repro).
+    parent = next(p for p in client.search_runs(
+        [exp_id], "tags.`emoprune.role` = 'pipeline'", order_by=["attributes.start_time DESC"])
+        if {r.info.run_name for r in client.search_runs(
+            [exp_id], f"tags.`mlflow.parentRunId` = '{p.info.run_id}'")} >= set(STAGES))
+    page.goto(f"{url}/#/experiments/{exp_id}/runs")
+    row = page.locator(f"[role=row][row-id='{parent.info.run_id}']")
+    # Stage runs are nested: expand the pipeline run, as a user clicks its [+].
+    row.locator("button").first.click()
+    for stage in STAGES:
+        cell = page.locator("[role=row] a", has_text=stage).first
+        cell.wait_for()
+        assert cell.inner_text().strip() == stage
+
+
+def test_prune_cnn_metric_page_draws_the_angle_trace(ui, page):
+    url, client, exp_id = ui
+    run = _finished(client, exp_id, "prune_cnn")
+    metric = "fold0/fc2/min_angle"
+    assert client.get_metric_history(run.info.run_id, metric)
+    # The route the UI itself builds when a metric name is clicked on the run page.
+    query = {"runs": json.dumps([run.info.run_id]), "metric": json.dumps(metric),
+             "experiments": json.dumps([exp_id]), "plot_metric_keys": json.dumps([metric]),
+             "plot_layout": "{}", "x_axis": "step", "y_axis_scale": "linear",
+             "line_smoothness": "1", "show_point": "false", "deselected_curves": "[]",
+             "last_linear_y_axis_range": "[]"}
+    page.goto(f"{url}/#/metric?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}")
+    line = page.locator(".scatterlayer path.js-line").first
+    line.wait_for()
+    assert line.get_attribute("d").count(",") >= 2  # a drawn curve, not an empty frame
+    assert page.get_by_text(metric).count() >= 1
+    assert page.get_by_text("Error").count() == 0
+
+
+def test_evaluate_artifacts_show_the_confusion_matrix(ui, page):
+    url, client, exp_id = ui
+    run = _finished(client, exp_id, "evaluate")
+    path = "evaluate/plots/confusion_cnn.png"
+    page.goto(f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}/artifacts/{path}")
+    page.get_by_text("confusion_cnn.png", exact=True).first.wait_for()
+    image = page.locator(f"img[alt='{path}']").first
+    image.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert image.evaluate("img => img.naturalWidth") > 100  # the PNG itself, decoded
+
+
+def test_screenshots_are_saved():
+    # Runs after the page tests of this module (pytest keeps file order).
+    shots = sorted(p.name for p in Path(SHOTS).glob("test_*.png"))
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("no browser, no screenshots")
+    assert "test_evaluate_artifacts_show_the_confusion_matrix.png" in shots
