@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,8 +20,40 @@ from pathlib import Path
 import torch
 
 MODULES = ("bench_features", "bench_training", "bench_pruning")
+# The issue's targets: (row name pattern, field compared, operator, bound). A smoke run checks none.
+TARGETS = (
+    (r"(lpq|phog)_\d+x\d+_fast", "ratio", ">=", 3.0),
+    (r"fit_images_per_s", "ratio", ">=", 0.9),
+    (r"distinctiveness_check_.*", "ratio", ">=", 100.0),
+    (r"check_vs_training_epoch", "ratio", "<", 0.02),
+    (r"dvc_repro_default_sample", "value", "<", 300.0),
+    (r"dvc_repro_full_size_675", "value", "<", 1800.0),
+    (r"exp_run_threshold_20_full_size_675", "ratio", "<", 0.25),
+)
 # Runs the whole DAG (the full-size sample takes long on a laptop): `make bench` only.
 SLOW = ("bench_pipeline",)
+
+
+def check_targets(rows: list[dict]) -> None:
+    """Add ``target`` ("ratio >= 3") and ``met`` (bool) to the rows that have a target."""
+    for row in rows:
+        for pattern, field, op, bound in TARGETS:
+            if re.fullmatch(pattern, row["name"]) and row.get(field) is not None:
+                value = row[field]
+                row["target"] = f"{field} {op} {bound:g}"
+                row["met"] = bool(value >= bound if op == ">=" else value < bound)
+
+
+def summary(rows: list[dict]) -> str:
+    """One screen: a line per benchmark, the figure that counts and its target."""
+    lines = [f"{'benchmark':<38} {'value':>12} {'ratio':>9}  {'target':<16} met",
+             "-" * 82]
+    for r in rows:
+        value = f"{r['value']:.4g} {r['unit']}"
+        ratio = "" if r.get("ratio") is None else f"{r['ratio']:.3g}x"
+        met = "" if "met" not in r else ("yes" if r["met"] else "NO")
+        lines.append(f"{r['name'][:38]:<38} {value:>12} {ratio:>9}  {r.get('target', ''):<16} {met}")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -38,22 +72,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="seconds-long run, no thresholds")
     parser.add_argument("--only", nargs="*", default=None, help="modules to run")
     parser.add_argument("--out", default="reports", help="folder for bench.md / bench.json")
+    parser.add_argument("--device", default="cpu",
+                        help="where the training benchmarks run: cpu (default) or cuda")
     args = parser.parse_args(argv)
     rows: list[dict] = []
     for name in args.only or (MODULES if args.smoke else MODULES + SLOW):
         start = time.perf_counter()
         print(f"== {name}", file=sys.stderr)
-        rows += importlib.import_module(f"benchmarks.{name}").run(smoke=args.smoke)
+        module = importlib.import_module(f"benchmarks.{name}")
+        kwargs = {"device": args.device} if "device" in inspect.signature(module.run).parameters \
+            else {}
+        rows += module.run(smoke=args.smoke, **kwargs)
         print(f"   {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if not args.smoke:
+        check_targets(rows)
     machine = {"python": platform.python_version(), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-               "cuda": torch.cuda.is_available(), "smoke": args.smoke}
+               "cuda": torch.cuda.is_available(), "device": args.device, "smoke": args.smoke}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
-    md = f"# emoprune benchmarks\n\n{json.dumps(machine)}\n\n{table(rows)}\n"
+    md = (f"# emoprune benchmarks\n\n{json.dumps(machine)}\n\n## Summary\n\n```\n{summary(rows)}\n"
+          f"```\n\n## Every row\n\n{table(rows)}\n")
     (out / "bench.md").write_text(md)
-    print(table(rows))
+    print(summary(rows))
     print(f"\nwrote {out / 'bench.md'} and {out / 'bench.json'}", file=sys.stderr)
     return 0
 

@@ -11,63 +11,50 @@ Peak RSS is the largest resident set of any stage process (getrusage of the chil
 from __future__ import annotations
 
 import os
+import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
+from benchmarks.project import clean_env, make_project
 from emoprune.data import sample
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = {"cv": {"folds": 2}, "cnn": {"epochs": 2, "checkpoint_every": 1},
-        "prune": {"start_epoch": 1}, "mlp": {"epochs": 3}, "finetune": {"epochs": 1}}
+TINY = {"cv.folds": 2, "cnn.epochs": 2, "cnn.checkpoint_every": 1, "prune.start_epoch": 1,
+        "mlp.epochs": 3, "finetune.epochs": 1}
+DONE = re.compile(r"^\[(\w+)\] done in ([0-9.]+) s", re.M)
 
 
-def _sh(repo: Path, *cmd: str) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+def _sh(repo: Path, *cmd: str) -> tuple[float, str]:
+    """Wall seconds and stderr of ``cmd``, which must succeed."""
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    proc = subprocess.run(cmd, cwd=repo, env=clean_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - start, proc.stderr
 
 
-def _project(dest: Path, per_class: int, params: dict | None) -> Path:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if f in ("data.dvc", "dvc.lock") or f.startswith("reports/") or not (REPO / f).is_file():
-            continue
-        (dest / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, dest / f)
-    if params:
-        current = yaml.safe_load((dest / "params.yaml").read_text())
-        for section, values in params.items():
-            current.setdefault(section, {}).update(values)
-        (dest / "params.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
-    sample.generate(dest / "data" / "raw", per_class=per_class)
-    (dest / "data.dvc").write_text("outs:\n- path: data/raw\n")
-    for cmd in (["git", "init", "-q"], ["dvc", "commit", "-f", "-q", "data.dvc"],
-                ["git", "add", "-A"],
-                ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"]):
-        _sh(dest, *cmd)
-    return dest
+def _stage_rows(name: str, log: str, wall: float) -> list[dict]:
+    """Each stage's own wall time (its "[stage] done in" line) as a fraction of the run."""
+    return [{"group": "end to end", "name": f"stage_{stage}_{name}", "value": float(seconds),
+             "unit": "s", "baseline": wall, "ratio": float(seconds) / wall,
+             "note": "the stage's body, after imports; ratio = fraction of the whole run"}
+            for stage, seconds in DONE.findall(log)]
 
 
 def _pipeline(name: str, per_class: int, params: dict | None, exp: bool) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="emoprune-bench-") as tmp:
-        repo = _project(Path(tmp), per_class, params)
-        wall = _sh(repo, "dvc", "repro")
+        repo = make_project(Path(tmp), lambda raw: sample.generate(raw, per_class=per_class),
+                            params)
+        wall, log = _sh(repo, "dvc", "repro")
         rows = [{"group": "end to end", "name": f"dvc_repro_{name}", "value": wall, "unit": "s",
                  "baseline": None, "ratio": None,
-                 "note": f"{per_class} frames per class, {os.cpu_count()} cores"}]
+                 "note": f"{per_class} frames per class, {os.cpu_count()} cores, one run"}]
+        rows += _stage_rows(name, log, wall)
         if exp:
-            again = _sh(repo, "dvc", "exp", "run", "-S", "prune.threshold=20")
+            again, _ = _sh(repo, "dvc", "exp", "run", "-S", "prune.threshold=20")
             rows.append({"group": "end to end", "name": f"exp_run_threshold_20_{name}",
                          "value": again, "unit": "s", "baseline": wall,
                          "ratio": again / wall,

@@ -3,7 +3,10 @@
 Every number is the median of several repetitions measured in this process, with the compared
 variants interleaved so that clock/thermal drift hits both alike.
 
-    PYTHONPATH=src python benchmarks/bench_training.py [--smoke]
+    PYTHONPATH=src python benchmarks/bench_training.py [--smoke] [--device cuda]
+
+On a GPU the data sits on the device and every timed region ends with a synchronize, so the
+numbers are the GPU's, not the launch queue's.
 """
 
 from __future__ import annotations
@@ -50,60 +53,86 @@ def forward_flops_per_image(model: nn.Module, in_size: int) -> int:
     return total
 
 
-def matmul_gflops(n: int = 2048, reps: int = 7) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(n: int = 2048, reps: int = 7, device: str = "cpu") -> float:
     """Median float32 torch.mm GFLOP/s for n x n: the machine's practical peak."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)  # warm-up: thread pool, allocator
+    device = torch.device(device)
+    if device.type == "cuda":
+        n = max(n, 8192)  # a small product leaves most of a GPU idle
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.mm(a, b)  # warm-up: thread pool, allocator, cuBLAS handle
+    _sync(device)
     times = []
     for _ in range(reps):
         start = time.perf_counter()
         torch.mm(a, b)
+        _sync(device)
         times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def _bare_epoch(model, optimizer, batches) -> float:
+def _bare_epoch(model, optimizer, batches, device: torch.device) -> float:
     loss_fn = nn.CrossEntropyLoss()
     model.train()
+    _sync(device)
     start = time.perf_counter()
     for x, y in batches:
         optimizer.zero_grad()
         loss_fn(model(x), y).backward()
         optimizer.step()
+    _sync(device)
     return time.perf_counter() - start
 
 
-def _fit_epoch(model, optimizer, data) -> float:
+def _fit_epoch(model, optimizer, data, device: torch.device) -> float:
+    _sync(device)
     start = time.perf_counter()
-    fit(model, data, None, optimizer=optimizer, epochs=1, batch_size=BATCH, device="cpu", seed=0,
+    fit(model, data, None, optimizer=optimizer, epochs=1, batch_size=BATCH, device=device, seed=0,
         progress=False)
+    _sync(device)
     return time.perf_counter() - start
 
 
-def resnet18_rows(smoke: bool) -> list[dict]:
+def _where(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"GPU {torch.cuda.get_device_name(device)}"
+    return f"CPU {torch.get_num_threads()} threads"
+
+
+def resnet18_rows(smoke: bool, device: str = "cpu") -> list[dict]:
     """ResNet18 fine-tuning throughput (the finetune_resnet recipe), channels_last vs not."""
     from emoprune.models.resnet import build_resnet, make_optimizer_and_scheduler
 
+    device = torch.device(device)
     n, batch, reps = (16, 8, 1) if smoke else (64, 16, 3)
-    x = torch.randn(n, 3, 224, 224)
-    y = torch.randint(0, 7, (n,))
+    if device.type == "cuda" and not smoke:
+        n, reps = 512, 5
+    x = torch.randn(n, 3, 224, 224, device=device)
+    y = torch.randint(0, 7, (n,), device=device)
     rates = {}
     for layout in ("channels_last", "contiguous"):
         seed_everything(0)
         model, _ = build_resnet("resnet18", 7, "none", channels_last=layout == "channels_last")
+        model.to(device)
         opt, _ = make_optimizer_and_scheduler(model)
         xs = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
         fit(model, (xs[:batch], y[:batch]), None, optimizer=opt, epochs=1, batch_size=batch,
-            device="cpu", seed=0, progress=False)  # warm-up
+            device=device, seed=0, progress=False)  # warm-up
         times = []
         for _ in range(reps):
+            _sync(device)
             t0 = time.perf_counter()
-            fit(model, (xs, y), None, optimizer=opt, epochs=1, batch_size=batch, device="cpu",
+            fit(model, (xs, y), None, optimizer=opt, epochs=1, batch_size=batch, device=device,
                 seed=0, progress=False)
+            _sync(device)
             times.append(time.perf_counter() - t0)
         rates[layout] = n / statistics.median(times)
-    note = (f"resnet18 224px, SGD momentum, batch {batch}, N={n}, CPU "
-            f"{torch.get_num_threads()} threads, median of {reps}")
+    note = (f"resnet18 224px, SGD momentum, batch {batch}, N={n}, {_where(device)}, "
+            f"median of {reps}")
     return [
         {"group": "training", "name": "resnet18_train_images_per_s",
          "value": rates["channels_last"], "unit": "img/s", "baseline": rates["contiguous"],
@@ -112,38 +141,40 @@ def resnet18_rows(smoke: bool) -> list[dict]:
     ]
 
 
-def run(smoke: bool = False) -> list[dict]:
-    return cnn_rows(smoke) + resnet18_rows(smoke)
+def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
+    return cnn_rows(smoke, device) + resnet18_rows(smoke, device)
 
 
-def cnn_rows(smoke: bool) -> list[dict]:
+def cnn_rows(smoke: bool, device: str = "cpu") -> list[dict]:
+    device = torch.device(device)
     n, reps = (64, 2) if smoke else (256, 9)
+    if device.type == "cuda" and not smoke:
+        n = 2048
     seed_everything(0)
-    model = CNN()  # the paper's settings: 227 px, sigmoid, (512, 128, 64)
+    model = CNN().to(device)  # the paper's settings: 227 px, sigmoid, (512, 128, 64)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(n, 3, 227, 227)
-    y = torch.randint(0, 7, (n,))
+    x = torch.randn(n, 3, 227, 227, device=device)
+    y = torch.randint(0, 7, (n,), device=device)
     batches = [(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, n, BATCH)]
 
-    # Warm-up both paths (oneDNN primitive caches, Adam state allocation).
-    _bare_epoch(model, optimizer, batches[:2])
-    _fit_epoch(model, optimizer, (x[: 2 * BATCH], y[: 2 * BATCH]))
+    # Warm-up both paths (oneDNN primitive caches / cuDNN autotuning, Adam state allocation).
+    _bare_epoch(model, optimizer, batches[:2], device)
+    _fit_epoch(model, optimizer, (x[: 2 * BATCH], y[: 2 * BATCH]), device)
     bare, fitted = [], []
     for rep in range(reps):
         # Alternate which goes first so neither systematically gets the warmer machine.
-        pair = [("bare", lambda: _bare_epoch(model, optimizer, batches)),
-                ("fit", lambda: _fit_epoch(model, optimizer, (x, y)))]
+        pair = [("bare", lambda: _bare_epoch(model, optimizer, batches, device)),
+                ("fit", lambda: _fit_epoch(model, optimizer, (x, y), device))]
         for name, step in pair if rep % 2 == 0 else pair[::-1]:
             (bare if name == "bare" else fitted).append(n / step())
     bare_ips, fit_ips = statistics.median(bare), statistics.median(fitted)
 
-    flops_train = 3 * forward_flops_per_image(model, 227)  # backward ~= 2x forward
+    flops_train = 3 * forward_flops_per_image(CNN(), 227)  # backward ~= 2x forward
     achieved = fit_ips * flops_train / 1e9
-    peak = matmul_gflops(reps=3 if smoke else 11)
-    threads = torch.get_num_threads()
+    peak = matmul_gflops(reps=3 if smoke else 11, device=str(device))
     # Other processes on a small machine skew throughput (not the interleaved ratio as much).
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    common = (f"paper CNN 227px, batch {BATCH}, N={n}, Adam, CPU {threads} threads, "
+    common = (f"paper CNN 227px, batch {BATCH}, N={n}, Adam, {_where(device)}, "
               f"median of {reps}, load avg {load:.1f}")
     return [
         {"group": "training", "name": "bare_loop_images_per_s", "value": bare_ips,
@@ -152,7 +183,8 @@ def cnn_rows(smoke: bool) -> list[dict]:
          "baseline": bare_ips, "ratio": fit_ips / bare_ips,
          "note": f"{common}; baseline = bare loop on the same tensors; target ratio >= 0.9"},
         {"group": "training", "name": "matmul_fp32_gflops", "value": peak, "unit": "GFLOP/s",
-         "baseline": None, "ratio": None, "note": "torch.mm 2048x2048 float32, median"},
+         "baseline": None, "ratio": None,
+         "note": f"torch.mm float32 on {_where(device)}, median (torch defaults)"},
         {"group": "training", "name": "cnn_train_gflops", "value": achieved, "unit": "GFLOP/s",
          "baseline": peak, "ratio": achieved / peak,
          "note": f"fit throughput x {flops_train / 1e6:.0f} MFLOP/image (3x forward); "
@@ -161,6 +193,8 @@ def cnn_rows(smoke: bool) -> list[dict]:
 
 
 if __name__ == "__main__":
-    for row in run(smoke="--smoke" in sys.argv[1:]):
+    argv = sys.argv[1:]
+    dev = argv[argv.index("--device") + 1] if "--device" in argv else "cpu"
+    for row in run(smoke="--smoke" in argv, device=dev):
         ratio = "" if row["ratio"] is None else f"  ratio {row['ratio']:.3f}"
         print(f"{row['name']:<24} {row['value']:10.2f} {row['unit']:<8}{ratio}  ({row['note']})")
