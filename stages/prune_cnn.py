@@ -50,6 +50,8 @@ def main(p: Params) -> None:
                 mask, complementary=q.complementary, start_epoch=q.start_epoch, every=q.every,
                 on_first_prune=first_prune, mode=q.mode, threshold=q.threshold,
                 x_train=data.x_train, device=device, fold=k, log=tracking.log_metrics)
+            # The trace starts from the checkpoint pruning resumes (step = start_epoch).
+            pruner.record(q.start_epoch, model, pruner.activations(model))
             history = fit(
                 model, (data.x_train, data.y_train), (data.x_val, data.y_val), optimizer=opt,
                 epochs=p.cnn.epochs, batch_size=p.cnn.batch_size, device=device,
