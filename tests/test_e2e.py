@@ -268,14 +268,13 @@ def test_mlflow_run_experiment_nests_the_stages_under_its_run(pipeline):
 
 
 def test_sweep_runs_three_thresholds_in_parallel_on_one_sqlite_store(pipeline):
-    """`mlflow run -e sweep`: three queued experiments, `dvc queue start -j 2`, one sqlite file.
+    """`emoprune sweep` (the MLproject's sweep entry point): three experiments queued with
+    `dvc exp run --queue`, run by `dvc queue start -j 2`, all on the default sqlite store.
 
     Thresholds no earlier test used, so that DVC's run cache cannot skip the stages.
     """
     repo, _, _ = pipeline
-    proc = sh(repo, "mlflow", "run", ".", "-e", "sweep", "--env-manager", "local",
-              "--experiment-name", "emoprune", "-P", "thresholds=12,18,30", "-P", "jobs=2",
-              timeout=900)
+    proc = sh(repo, "emoprune", "sweep", "--thresholds", "12,18,30", "--jobs", "2", timeout=900)
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
     assert len(rows) == 3 and all("| Success |" in row for row in rows), proc.stdout
     assert all("| - |" not in row for row in rows), proc.stdout  # every metric found

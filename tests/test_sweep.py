@@ -81,13 +81,17 @@ Worker status: 2 active, 0 idle
                       "sweep-x-t25": "Queued"}
 
 
-def test_child_env_nests_under_the_sweep_run(monkeypatch):
+def test_child_env_nests_under_the_sweep_run(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_RUN_ID", "launcher")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "3")
-    env = sweep.child_env("sweep-run", "sqlite:////abs/mlflow.db")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    env = sweep.child_env("sweep-run", tmp_path)
     assert "MLFLOW_RUN_ID" not in env and "MLFLOW_EXPERIMENT_ID" not in env
     assert env["EMOPRUNE_PARENT_RUN_ID"] == "sweep-run"
-    assert env["MLFLOW_TRACKING_URI"] == "sqlite:////abs/mlflow.db"
+    assert "MLFLOW_TRACKING_URI" not in env  # the stages find the repo's store themselves
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")  # as `mlflow run` sets it
+    env = sweep.child_env("sweep-run", tmp_path)
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path}/mlflow.db"
 
 
 def test_summary_table_has_a_row_per_threshold():

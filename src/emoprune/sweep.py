@@ -81,12 +81,17 @@ def _dvc(*args: str, env: Mapping[str, str], cwd: Path) -> str:
     return proc.stdout
 
 
-def child_env(sweep_run_id: str, uri: str) -> dict[str, str]:
-    """What the queue workers run with: their pipeline runs nest under the sweep run."""
+def child_env(sweep_run_id: str, root: Path) -> dict[str, str]:
+    """What the queue workers run with: their pipeline runs nest under the sweep run.
+
+    A configured ``$MLFLOW_TRACKING_URI`` is passed on made absolute (the workers run in
+    temporary copies of the repo); without one the stages find the repo's own store themselves.
+    """
     env = {k: v for k, v in os.environ.items()
            if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "EMOPRUNE_PIPELINE_ID")}
     env[tracking.OUTER_RUN_ENV] = sweep_run_id
-    env["MLFLOW_TRACKING_URI"] = uri  # absolute: the workers run in temporary copies
+    if env.get("MLFLOW_TRACKING_URI", "").strip():
+        env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(root)
     return env
 
 
@@ -96,7 +101,7 @@ def run_sweep(thresholds: Sequence[float], jobs: int, experiment: str,
     from mlflow.tracking import MlflowClient
 
     root = tracking.project_root()
-    uri = tracking.configure(root)
+    tracking.configure(root)
     client = MlflowClient()
     launcher = os.environ.get("MLFLOW_RUN_ID")
     if launcher:
@@ -108,7 +113,7 @@ def run_sweep(thresholds: Sequence[float], jobs: int, experiment: str,
     client.set_tag(sweep_id, "sweep.thresholds", ",".join(f"{t:g}" for t in thresholds))
     prefix = f"sweep-{uuid.uuid4().hex[:6]}"
     names = [experiment_name(prefix, t) for t in thresholds]
-    env = child_env(sweep_id, uri)
+    env = child_env(sweep_id, root)
     status: dict[str, str] = {}
     try:
         for name, t in zip(names, thresholds):
