@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 PORT ?= 5000
+E2E ?= default full
 HOST ?= 127.0.0.1
 
 .PHONY: help venv sample data repro test ui bench bench-smoke clean
@@ -18,7 +19,7 @@ help:
 	@echo "make repro        set up .venv, generate the sample into data/raw if absent, dvc repro"
 	@echo "make test         set up .venv, run the test suite"
 	@echo "make ui           MLflow UI on http://$(HOST):$(PORT) (PORT=..., HOST=...)"
-	@echo "make bench        measured speed -> reports/bench.md, reports/bench.json"
+	@echo "make bench        measured speed -> reports/bench.md, reports/bench.json (E2E=default)"
 	@echo "make bench-smoke  a seconds-long run of the benchmarks, no thresholds"
 
 venv: $(STAMP)
@@ -53,8 +54,9 @@ ui: $(STAMP)
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
 		--default-artifact-root "$(CURDIR)/mlartifacts" --host $(HOST) --port $(PORT)
 
+# E2E picks the end-to-end samples: `make bench E2E=default` skips the hour-long full-size run.
 bench: $(STAMP)
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks --e2e $(E2E)
 
 bench-smoke: $(STAMP)
 	$(PY) -m benchmarks --smoke

@@ -74,14 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports", help="folder for bench.md / bench.json")
     parser.add_argument("--device", default="cpu",
                         help="where the training benchmarks run: cpu (default) or cuda")
+    parser.add_argument("--e2e", nargs="*", default=["default", "full"],
+                        choices=["default", "full"],
+                        help="end-to-end samples: default (20 per class), full (675 frames)")
     args = parser.parse_args(argv)
     rows: list[dict] = []
     for name in args.only or (MODULES if args.smoke else MODULES + SLOW):
         start = time.perf_counter()
         print(f"== {name}", file=sys.stderr)
         module = importlib.import_module(f"benchmarks.{name}")
-        kwargs = {"device": args.device} if "device" in inspect.signature(module.run).parameters \
-            else {}
+        accepted = inspect.signature(module.run).parameters
+        kwargs = {k: v for k, v in (("device", args.device), ("e2e", tuple(args.e2e)))
+                  if k in accepted}
         rows += module.run(smoke=args.smoke, **kwargs)
         print(f"   {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if not args.smoke:

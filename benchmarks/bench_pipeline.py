@@ -63,12 +63,18 @@ def _pipeline(name: str, per_class: int, params: dict | None, exp: bool) -> list
     return rows
 
 
-def run(smoke: bool = False) -> list[dict]:
+SIZES = {"default": ("default_sample", 20), "full": ("full_size_675", 100)}
+
+
+def run(smoke: bool = False, e2e: tuple[str, ...] = ("default", "full")) -> list[dict]:
+    """``e2e`` picks the samples: the default one (20 per class), the full-size one (100)."""
     if smoke:
         rows = _pipeline("tiny", 4, TINY, exp=True)
     else:
-        rows = _pipeline("default_sample", 20, None, exp=False)
-        rows += _pipeline("full_size_675", 100, None, exp=True)
+        rows = []
+        for size in e2e:
+            name, per_class = SIZES[size]
+            rows += _pipeline(name, per_class, None, exp=True)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
     rows.append({"group": "end to end", "name": "peak_rss", "value": peak_mb, "unit": "MiB",
                  "baseline": 4096.0, "ratio": peak_mb / 4096.0,
