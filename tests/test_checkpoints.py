@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from emoprune.checkpoints import build_cnn, cnn_meta, load_checkpoint, load_cnn, save_checkpoint
+from emoprune.checkpoints import build_cnn, cnn_meta, load_checkpoint, save_checkpoint
+from emoprune.cnn_cv import load_cnn_checkpoint, save_cnn
 from emoprune.errors import UserError
 from emoprune.models.cnn import CNN
 
@@ -31,27 +32,26 @@ def small_cnn() -> CNN:
 
 def test_round_trip(tmp_path, small_cnn):
     path = tmp_path / "nested" / "dir" / "model.pt"  # parents are created
-    meta = cnn_meta(small_cnn, epoch=7, mean=np.array([0.1, 0.2, 0.3]), std=[0.4, 0.5, 0.6],
-                    params={"lr": 1e-3, "seed": np.int64(3)})
-    save_checkpoint(path, state_dict=small_cnn.state_dict(), meta=meta)
+    save_cnn(path, small_cnn, epoch=7, mean=np.array([0.1, 0.2, 0.3]), std=[0.4, 0.5, 0.6],
+             params={"lr": 1e-3, "seed": np.int64(3)})
 
-    model, loaded_meta = load_cnn(path)
+    model, loaded_meta, optimizer = load_cnn_checkpoint(path)
     assert loaded_meta == {"n_classes": 7, "activation": "tanh", "hidden": [20, 10, 5],
                            "in_size": 67, "epoch": 7, "mean": [0.1, 0.2, 0.3],
                            "std": [0.4, 0.5, 0.6], "params": {"lr": 1e-3, "seed": 3}}
-    assert not model.training
+    assert optimizer is None
     assert model.hidden == (20, 10, 5) and model.activation == "tanh"
     x = torch.randn(3, 3, 67, 67)
-    torch.testing.assert_close(model(x), small_cnn.eval()(x), rtol=0, atol=0)
+    torch.testing.assert_close(model.eval()(x), small_cnn.eval()(x), rtol=0, atol=0)
 
     state_dict, _ = load_checkpoint(path)
-    assert state_dict.keys() == small_cnn.state_dict().keys()
+    assert state_dict.keys() == {f"model.{k}" for k in small_cnn.state_dict()}
 
 
 def test_paper_cnn_round_trip(tmp_path):
     model = CNN()
-    save_checkpoint(tmp_path / "m.pt", state_dict=model.state_dict(), meta=cnn_meta(model))
-    loaded, meta = load_cnn(tmp_path / "m.pt")
+    save_cnn(tmp_path / "m.pt", model)
+    loaded, meta, _ = load_cnn_checkpoint(tmp_path / "m.pt")
     assert meta["hidden"] == [512, 128, 64] and meta["in_size"] == 227
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), k
@@ -100,7 +100,7 @@ def assert_one_line_user_error(path, match: str | None = None):
 def test_missing_file(tmp_path):
     assert_one_line_user_error(tmp_path / "nope.pt", "no such file")
     with pytest.raises(UserError, match="no such file"):
-        load_cnn(tmp_path / "nope.pt")
+        load_cnn_checkpoint(tmp_path / "nope.pt")
 
 
 def test_truncated_file(tmp_path, small_cnn):
@@ -136,9 +136,10 @@ def test_not_a_checkpoint(tmp_path):
 def test_weights_that_do_not_fit_the_meta(tmp_path, small_cnn):
     path = tmp_path / "model.pt"
     meta = cnn_meta(small_cnn, hidden=[21, 10, 5])
-    save_checkpoint(path, state_dict=small_cnn.state_dict(), meta=meta)
+    state = {f"model.{k}": v for k, v in small_cnn.state_dict().items()}
+    save_checkpoint(path, state_dict=state, meta=meta)
     with pytest.raises(UserError, match="do not fit") as info:
-        load_cnn(path)
+        load_cnn_checkpoint(path)
     assert "\n" not in str(info.value)
 
 

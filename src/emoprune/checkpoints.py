@@ -153,16 +153,3 @@ def build_cnn(meta: Mapping[str, Any]) -> CNN:
         )
     except (ValueError, TypeError) as e:
         raise UserError(f"checkpoint meta does not describe a CNN: {e}") from None
-
-
-def load_cnn(path: str | os.PathLike) -> tuple[CNN, dict]:
-    """The CNN stored at ``path`` with its weights loaded, in eval mode on the CPU, and its meta."""
-    state_dict, meta = load_checkpoint(path)
-    model = build_cnn(meta)
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as e:
-        reason = " ".join(str(e).split())  # load_state_dict lists mismatches over many lines
-        message = f"cannot load checkpoint {path}: weights do not fit its meta: {reason}"
-        raise UserError(message) from None
-    return model.eval(), meta
