@@ -46,13 +46,14 @@ def check_targets(rows: list[dict]) -> None:
 
 def summary(rows: list[dict]) -> str:
     """One screen: a line per benchmark, the figure that counts and its target."""
-    lines = [f"{'benchmark':<38} {'value':>12} {'ratio':>9}  {'target':<16} met",
-             "-" * 82]
+    lines = [f"{'benchmark':<38} {'value':>18} {'ratio':>9}  {'target':<16} met",
+             "-" * 88]
     for r in rows:
         value = f"{r['value']:.4g} {r['unit']}"
         ratio = "" if r.get("ratio") is None else f"{r['ratio']:.3g}x"
         met = "" if "met" not in r else ("yes" if r["met"] else "NO")
-        lines.append(f"{r['name'][:38]:<38} {value:>12} {ratio:>9}  {r.get('target', ''):<16} {met}")
+        lines.append(f"{r['name'][:38]:<38} {value:>18} {ratio:>9}  {r.get('target', ''):<16} "
+                     f"{met}")
     return "\n".join(lines)
 
 
