@@ -114,3 +114,23 @@ def test_exp_metrics_come_from_dvc_exp_show():
     assert sweep.exp_metrics(shown, ["s-t15", "s-t20"]) == {"s-t15": {
         "pruned/acc_mean": 0.5, "pruned/acc_std": 0.1, "cnn/acc_mean": 0.6,
         "pruned_vs_cnn/mean_diff": -0.1}}
+
+
+def test_a_failing_dvc_call_ends_the_sweep_run_failed(tmp_path, clean_env):
+    """A one-line error, and the sweep's own MLflow run is not left RUNNING."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    clean_env.chdir(tmp_path)
+
+    def failing(*args, env, cwd):
+        raise UserError(f"`dvc {' '.join(args)}` failed: no dvc here")
+
+    clean_env.setattr(sweep, "_dvc", failing)
+    with pytest.raises(UserError, match="dvc exp run --queue"):
+        sweep.run_sweep([15.0], jobs=1, experiment="emoprune")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("emoprune").experiment_id])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [("sweep", "FAILED")]

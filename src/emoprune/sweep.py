@@ -24,6 +24,7 @@ from emoprune.errors import UserError
 from emoprune.params import PRUNE_THRESHOLD_RANGE
 
 DONE = ("Success", "Failed")
+LOST_AFTER_S = 120  # a queued name missing from `dvc queue status` this long is an error
 # Each experiment's headline metrics (from reports/evaluate/metrics.json), for the sweep run.
 EVALUATE = "reports/evaluate/metrics.json"
 SUMMARY = ("pruned/acc_mean", "pruned/acc_std", "pruned/n_params", "cnn/acc_mean",
@@ -123,19 +124,30 @@ def run_sweep(thresholds: Sequence[float], jobs: int, experiment: str,
         _dvc("queue", "start", "-j", str(jobs), env=env, cwd=root)
         print(f"[sweep] {len(names)} experiments on {jobs} workers; "
               f"`dvc queue status` shows progress", file=out)
+        last_seen = time.monotonic()
         while True:
             status = queue_status(_dvc("queue", "status", env=env, cwd=root), names)
             if all(status.get(n) in DONE for n in names):
                 break
+            if len(status) == len(names):
+                last_seen = time.monotonic()
+            elif time.monotonic() - last_seen > LOST_AFTER_S:
+                lost = [n for n in names if n not in status]
+                raise UserError(f"sweep: {', '.join(lost)} left the DVC queue unfinished "
+                                "(`dvc queue status`, `dvc queue logs NAME`)")
             time.sleep(poll_s)
+        _dvc("queue", "stop", env=env, cwd=root)  # the workers we started; they'd idle otherwise
+        shown = json.loads(_dvc("exp", "show", "--json", env=env, cwd=root) or "[]")
     except KeyboardInterrupt:
         print(f"[sweep] interrupted; queued experiments may still run: `dvc queue status`, "
               f"`dvc queue kill {' '.join(names)}`", file=out)
         if not launcher:
             client.set_terminated(sweep_id, status="KILLED")
         raise
-    _dvc("queue", "stop", env=env, cwd=root)  # the workers we started; they'd idle otherwise
-    shown = json.loads(_dvc("exp", "show", "--json", env=env, cwd=root) or "[]")
+    except BaseException:
+        if not launcher:  # never leave our run RUNNING in the UI
+            client.set_terminated(sweep_id, status="FAILED")
+        raise
     metrics = exp_metrics(shown, names)
     results = [Result(t, n, status[n], metrics.get(n, {})) for n, t in zip(names, thresholds)]
     _log_summary(client, sweep_id, results)
