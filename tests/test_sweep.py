@@ -134,3 +134,45 @@ def test_a_failing_dvc_call_ends_the_sweep_run_failed(tmp_path, clean_env):
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("emoprune").experiment_id])
     assert [(r.info.run_name, r.info.status) for r in runs] == [("sweep", "FAILED")]
+
+
+def test_the_sweep_waits_for_its_experiments_and_logs_their_metrics(tmp_path, clean_env):
+    """run_sweep against a scripted `dvc`: queue, start, poll until done, stop, read metrics."""
+    import json
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    clean_env.chdir(tmp_path)
+    calls, polls = [], iter(["Queued", "Running", "Success"])
+    names: list[str] = []
+
+    def fake(*args, env, cwd):
+        calls.append(args[:2])
+        assert env["EMOPRUNE_PARENT_RUN_ID"] and "MLFLOW_RUN_ID" not in env
+        if args[:3] == ("exp", "run", "--queue"):
+            names.append(args[4])
+        if args[:2] == ("queue", "status"):
+            state = next(polls)
+            return "Task Name Created Status\n" + "".join(
+                f"abc {n} 10:00 {state}\n" for n in names)
+        if args[:2] == ("exp", "show"):
+            return json.dumps([{"rev": "abc", "experiments": [{"revs": [
+                {"name": n, "data": {"metrics": {sweep.EVALUATE: {"data": {
+                    "pruned": {"acc_mean": 0.5 + i / 10}}}}}} for i, n in enumerate(names)]}]}])
+        return ""
+
+    clean_env.setattr(sweep, "_dvc", fake)
+    results = sweep.run_sweep([15.0, 20.0], jobs=2, experiment="emoprune", poll_s=0)
+    assert [(r.threshold, r.status, r.metrics) for r in results] == [
+        (15.0, "Success", {"pruned/acc_mean": 0.5}), (20.0, "Success", {"pruned/acc_mean": 0.6})]
+    assert calls == [("exp", "run"), ("exp", "run"), ("queue", "start"), ("queue", "status"),
+                     ("queue", "status"), ("queue", "status"), ("queue", "stop"),
+                     ("exp", "show")]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("emoprune").experiment_id])
+    assert run.info.run_name == "sweep" and run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "pruned/acc_mean")
+    assert sorted((m.step, m.value) for m in history) == [(15, 0.5), (20, 0.6)]
