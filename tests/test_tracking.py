@@ -90,8 +90,10 @@ def test_stage_runs_share_one_parent_with_the_contract_tags(store, clean_env):
     clean_env.setenv("DVC_EXP_NAME", "exp-abc")
     clean_env.setenv("DVC_EXP_BASELINE_REV", "f" * 40)
     for stage in ("ingest", "resize"):
-        with tracking.stage_run(stage, "emoprune", {"cv": {"folds": 2}}):
+        with tracking.stage_run(stage, "emoprune", {"cv": {"folds": 2}}) as run:
             mlflow.log_metric("m", 1.0)
+            parent = MlflowClient().get_run(run.data.tags["mlflow.parentRunId"])
+            assert parent.info.status == "RUNNING"  # while any stage of it runs
     runs, exp = _runs(store)
     assert exp.artifact_location == (store.resolve() / "mlartifacts").as_uri()
     parents = [r for r in runs.values() if r.data.tags.get("emoprune.role") == "pipeline"]

@@ -209,6 +209,8 @@ def ensure_parent(client: Any, experiment_id: str, pid: str, tags: Mapping[str, 
         max_results=1,
     )
     if found:
+        if found[0].info.status != "RUNNING":  # an earlier stage ended it; this one goes on
+            client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
     name = tags["dvc.exp_name"]
     parent_tags = {k: v for k, v in tags.items() if k != "dvc.stage"}
