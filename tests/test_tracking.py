@@ -1,4 +1,3 @@
-import socket
 import time
 
 import mlflow
@@ -7,6 +6,7 @@ from mlflow.tracking import MlflowClient
 
 from emoprune import tracking
 from emoprune.errors import UserError
+from servers import free_port
 
 
 def test_uri_env_wins(clean_env, tmp_path):
@@ -51,14 +51,8 @@ def test_flatten():
         {"cnn.lr": 0.1, "cnn.hidden": "1,2", "seed": 3}
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_server_fails_fast_naming_the_uri(clean_env, tmp_path):
-    uri = f"http://user:pw@127.0.0.1:{_closed_port()}"
+    uri = f"http://user:pw@127.0.0.1:{free_port()}"
     clean_env.setenv("MLFLOW_TRACKING_URI", uri)
     clean_env.chdir(tmp_path)
     start = time.monotonic()
