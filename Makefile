@@ -13,11 +13,12 @@ PORT ?= 5000
 E2E ?= default full
 HOST ?= 127.0.0.1
 
-.PHONY: help venv sample data repro test ui bench bench-smoke clean
+.PHONY: help venv sample data repro test lint ui bench bench-smoke clean
 
 help:
 	@echo "make repro        set up .venv, generate the sample into data/raw if absent, dvc repro"
 	@echo "make test         set up .venv, run the test suite"
+	@echo "make lint         ruff check + ruff format --check"
 	@echo "make ui           MLflow UI on http://$(HOST):$(PORT) (PORT=..., HOST=...)"
 	@echo "make bench        measured speed -> reports/bench.md, reports/bench.json (E2E=default)"
 	@echo "make bench-smoke  a seconds-long run of the benchmarks, no thresholds"
@@ -49,6 +50,11 @@ repro: data
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+LINTED := src stages tests benchmarks
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 ui: $(STAMP)
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \

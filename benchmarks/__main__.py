@@ -46,25 +46,29 @@ def check_targets(rows: list[dict]) -> None:
 
 def summary(rows: list[dict]) -> str:
     """One screen: a line per benchmark, the figure that counts and its target."""
-    lines = [f"{'benchmark':<38} {'value':>18} {'ratio':>9}  {'target':<16} met",
-             "-" * 88]
+    lines = [f"{'benchmark':<38} {'value':>18} {'ratio':>9}  {'target':<16} met", "-" * 88]
     for r in rows:
         value = f"{r['value']:.4g} {r['unit']}"
         ratio = "" if r.get("ratio") is None else f"{r['ratio']:.3g}x"
         met = "" if "met" not in r else ("yes" if r["met"] else "NO")
-        lines.append(f"{r['name'][:38]:<38} {value:>18} {ratio:>9}  {r.get('target', ''):<16} "
-                     f"{met}")
+        lines.append(
+            f"{r['name'][:38]:<38} {value:>18} {ratio:>9}  {r.get('target', ''):<16} {met}"
+        )
     return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| group | benchmark | value | unit | baseline | ratio | note |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| group | benchmark | value | unit | baseline | ratio | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         base = "" if r.get("baseline") is None else f"{r['baseline']:.4g}"
         ratio = "" if r.get("ratio") is None else f"{r['ratio']:.2f}x"
-        lines.append(f"| {r['group']} | {r['name']} | {r['value']:.4g} | {r['unit']} | {base} "
-                     f"| {ratio} | {r.get('note', '')} |")
+        lines.append(
+            f"| {r['group']} | {r['name']} | {r['value']:.4g} | {r['unit']} | {base} "
+            f"| {ratio} | {r.get('note', '')} |"
+        )
     return "\n".join(lines)
 
 
@@ -73,11 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="seconds-long run, no thresholds")
     parser.add_argument("--only", nargs="*", default=None, help="modules to run")
     parser.add_argument("--out", default="reports", help="folder for bench.md / bench.json")
-    parser.add_argument("--device", default="cpu",
-                        help="where the training benchmarks run: cpu (default) or cuda")
-    parser.add_argument("--e2e", nargs="*", default=["default", "full"],
-                        choices=["default", "full"],
-                        help="end-to-end samples: default (20 per class), full (675 frames)")
+    parser.add_argument(
+        "--device", default="cpu", help="where the training benchmarks run: cpu (default) or cuda"
+    )
+    parser.add_argument(
+        "--e2e",
+        nargs="*",
+        default=["default", "full"],
+        choices=["default", "full"],
+        help="end-to-end samples: default (20 per class), full (675 frames)",
+    )
     args = parser.parse_args(argv)
     rows: list[dict] = []
     for name in args.only or (MODULES if args.smoke else MODULES + SLOW):
@@ -85,20 +94,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", file=sys.stderr)
         module = importlib.import_module(f"benchmarks.{name}")
         accepted = inspect.signature(module.run).parameters
-        kwargs = {k: v for k, v in (("device", args.device), ("e2e", tuple(args.e2e)))
-                  if k in accepted}
+        kwargs = {
+            k: v for k, v in (("device", args.device), ("e2e", tuple(args.e2e))) if k in accepted
+        }
         rows += module.run(smoke=args.smoke, **kwargs)
         print(f"   {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if not args.smoke:
         check_targets(rows)
-    machine = {"python": platform.python_version(), "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-               "cuda": torch.cuda.is_available(), "device": args.device, "smoke": args.smoke}
+    machine = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.is_available(),
+        "device": args.device,
+        "smoke": args.smoke,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
-    md = (f"# emoprune benchmarks\n\n{json.dumps(machine)}\n\n## Summary\n\n```\n{summary(rows)}\n"
-          f"```\n\n## Every row\n\n{table(rows)}\n")
+    md = (
+        f"# emoprune benchmarks\n\n{json.dumps(machine)}\n\n## Summary\n\n```\n{summary(rows)}\n"
+        f"```\n\n## Every row\n\n{table(rows)}\n"
+    )
     (out / "bench.md").write_text(md)
     print(summary(rows))
     print(f"\nwrote {out / 'bench.md'} and {out / 'bench.json'}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 For face-like synthetic frames at 227x227 (the CNN input size) and 720x576 (SFEW's frame size):
 images/s of the vectorised ``lpq`` / ``phog`` and of the literal MATLAB ports in
-``emoprune.features.reference``, each the median of several repetitions in this process, with
+``benchmarks.reference``, each the median of several repetitions in this process, with
 ``ratio`` = fast / reference speed-up, and a check that the outputs agree (LPQ: exact equality;
 PHOG: cosine similarity and max abs difference). Then the time ``compute_descriptors`` takes for
 675 frames at 227x227 (the SFEW train+val set size), measured once in full mode and extrapolated
@@ -21,17 +21,14 @@ import time
 
 import numpy as np
 
+from benchmarks.reference import anna_phog_reference, lpq_reference, synthetic_face_frame
+from benchmarks.timing import blas_threads, median_time
 from emoprune.features import compute_descriptors, lpq, phog
 from emoprune.features.phog import rgb2gray_matlab
-from emoprune.features.reference import anna_phog_reference, lpq_reference, synthetic_face_frame
-
-from benchmarks.timing import blas_threads, median_time
 
 GROUP = "descriptors"
 N_FRAMES_DATASET = 675
 TARGET_SECONDS = 30.0
-
-
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,7 +102,7 @@ def _rows_for_size(
                 "unit": "images/s",
                 "baseline": None,
                 "ratio": None,
-                "note": f"literal port in emoprune.features.reference; median of {ref_reps} reps",
+                "note": f"literal port in benchmarks.reference; median of {ref_reps} reps",
             }
         )
     return rows, per_frame

@@ -22,8 +22,14 @@ from pathlib import Path
 from benchmarks.project import clean_env, make_project
 from emoprune.data import sample
 
-TINY = {"cv.folds": 2, "cnn.epochs": 2, "cnn.checkpoint_every": 1, "prune.start_epoch": 1,
-        "mlp.epochs": 3, "finetune.epochs": 1}
+TINY = {
+    "cv.folds": 2,
+    "cnn.epochs": 2,
+    "cnn.checkpoint_every": 1,
+    "prune.start_epoch": 1,
+    "mlp.epochs": 3,
+    "finetune.epochs": 1,
+}
 DONE = re.compile(r"^\[(\w+)\] done in ([0-9.]+) s", re.M)
 
 
@@ -38,28 +44,52 @@ def _sh(repo: Path, *cmd: str) -> tuple[float, str]:
 
 def _stage_rows(name: str, log: str, wall: float) -> list[dict]:
     """Each stage's own wall time (its "[stage] done in" line) as a fraction of the run."""
-    return [{"group": "end to end", "name": f"stage_{stage}_{name}", "value": float(seconds),
-             "unit": "s", "baseline": wall, "ratio": float(seconds) / wall,
-             "note": "the stage's body, after imports; ratio = fraction of the whole run"}
-            for stage, seconds in DONE.findall(log)]
+    return [
+        {
+            "group": "end to end",
+            "name": f"stage_{stage}_{name}",
+            "value": float(seconds),
+            "unit": "s",
+            "baseline": wall,
+            "ratio": float(seconds) / wall,
+            "note": "the stage's body, after imports; ratio = fraction of the whole run",
+        }
+        for stage, seconds in DONE.findall(log)
+    ]
 
 
 def _pipeline(name: str, per_class: int, params: dict | None, exp: bool) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="emoprune-bench-") as tmp:
-        repo = make_project(Path(tmp), lambda raw: sample.generate(raw, per_class=per_class),
-                            params)
+        repo = make_project(
+            Path(tmp), lambda raw: sample.generate(raw, per_class=per_class), params
+        )
         wall, log = _sh(repo, "dvc", "repro")
-        rows = [{"group": "end to end", "name": f"dvc_repro_{name}", "value": wall, "unit": "s",
-                 "baseline": None, "ratio": None,
-                 "note": f"{per_class} frames per class, {os.cpu_count()} cores, one run"}]
+        rows = [
+            {
+                "group": "end to end",
+                "name": f"dvc_repro_{name}",
+                "value": wall,
+                "unit": "s",
+                "baseline": None,
+                "ratio": None,
+                "note": f"{per_class} frames per class, {os.cpu_count()} cores, one run",
+            }
+        ]
         rows += _stage_rows(name, log, wall)
         if exp:
             again, _ = _sh(repo, "dvc", "exp", "run", "-S", "prune.threshold=20")
-            rows.append({"group": "end to end", "name": f"exp_run_threshold_20_{name}",
-                         "value": again, "unit": "s", "baseline": wall,
-                         "ratio": again / wall,
-                         "note": "only prune_cnn and evaluate rerun; ratio = fraction of the "
-                                 "full run (target < 0.25)"})
+            rows.append(
+                {
+                    "group": "end to end",
+                    "name": f"exp_run_threshold_20_{name}",
+                    "value": again,
+                    "unit": "s",
+                    "baseline": wall,
+                    "ratio": again / wall,
+                    "note": "only prune_cnn and evaluate rerun; ratio = fraction of the "
+                    "full run (target < 0.25)",
+                }
+            )
     return rows
 
 
@@ -76,10 +106,18 @@ def run(smoke: bool = False, e2e: tuple[str, ...] = ("default", "full")) -> list
             name, per_class = SIZES[size]
             rows += _pipeline(name, per_class, None, exp=True)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
-    rows.append({"group": "end to end", "name": "peak_rss", "value": peak_mb, "unit": "MiB",
-                 "baseline": 4096.0, "ratio": peak_mb / 4096.0,
-                 "note": "largest stage process over the runs above; ratio = fraction of the "
-                         "4 GB budget"})
+    rows.append(
+        {
+            "group": "end to end",
+            "name": "peak_rss",
+            "value": peak_mb,
+            "unit": "MiB",
+            "baseline": 4096.0,
+            "ratio": peak_mb / 4096.0,
+            "note": "largest stage process over the runs above; ratio = fraction of the "
+            "4 GB budget",
+        }
+    )
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Benchmarks for Gedeon's distinctiveness pruning (src/emoprune/pruning.py).
+"""Benchmarks for Gedeon's distinctiveness pruning (src/emoprune/pruning/).
 
 1. One distinctiveness check (angles + candidate selection, no weight change) over fc1, fc2, fc3
    (512, 128, 64 neurons) on 540 patterns (an SFEW training fold), vectorised vs a per-pair
@@ -23,16 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from emoprune.models.cnn import CNN, HIDDEN_LAYERS
-from emoprune.pruning import PruneMask, layer_angle_stats, model_size_and_latency, shrink
-
 from benchmarks.timing import blas_threads, median_time
+from emoprune.evaluation.size import model_size_and_latency
+from emoprune.models.cnn import CNN, HIDDEN_LAYERS
+from emoprune.pruning.distinctiveness import layer_angle_stats
+from emoprune.pruning.mask import PruneMask
+from emoprune.pruning.shrink import shrink
 
 N_PATTERNS = 540  # one SFEW training fold
 BATCH = 32
 THRESHOLD = 15.0
 GROUP = "pruning"
-
 
 
 def _loop_vectors(model: CNN, layer: str, acts: np.ndarray, mode: str) -> np.ndarray:
@@ -66,7 +67,7 @@ def _bench_checks(model: CNN, acts: dict[str, np.ndarray], smoke: bool) -> tuple
     rows, slowest = [], 0.0
     for mode in ("activations", "output_weights"):
         fast = median_time(
-            lambda: [
+            lambda mode=mode: [
                 layer_angle_stats(model, layer, acts[layer], mode, THRESHOLD, "sigmoid")
                 for layer in HIDDEN_LAYERS
             ],
@@ -79,7 +80,9 @@ def _bench_checks(model: CNN, acts: dict[str, np.ndarray], smoke: bool) -> tuple
             # Evenly spread subset, so the per-pair cost is typical of the whole layer.
             stride = math.ceil(len(pairs) / pair_budget)
             sub = pairs[::stride]
-            t = median_time(lambda: _loop_check(vec, sub, THRESHOLD), 1 if smoke else 3, 0)
+            t = median_time(
+                lambda vec=vec, sub=sub: _loop_check(vec, sub, THRESHOLD), 1 if smoke else 3, 0
+            )
             loop_total += t * len(pairs) / len(sub)
             parts.append(f"{layer} {len(sub)}/{len(pairs)} pairs")
         slowest = max(slowest, fast)
@@ -186,7 +189,6 @@ def run(smoke: bool = False) -> list[dict]:
             return _run(smoke)
     finally:
         torch.set_num_threads(old_threads)
-
 
 
 def _run(smoke: bool) -> list[dict]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from emoprune.models.cnn import CNN
-from emoprune.training import fit, seed_everything
+from emoprune.training.loop import fit, seed_everything
 
 BATCH = 32
 
@@ -91,8 +91,17 @@ def _bare_epoch(model, optimizer, batches, device: torch.device) -> float:
 def _fit_epoch(model, optimizer, data, device: torch.device) -> float:
     _sync(device)
     start = time.perf_counter()
-    fit(model, data, None, optimizer=optimizer, epochs=1, batch_size=BATCH, device=device, seed=0,
-        progress=False)
+    fit(
+        model,
+        data,
+        None,
+        optimizer=optimizer,
+        epochs=1,
+        batch_size=BATCH,
+        device=device,
+        seed=0,
+        progress=False,
+    )
     _sync(device)
     return time.perf_counter() - start
 
@@ -120,24 +129,46 @@ def resnet18_rows(smoke: bool, device: str = "cpu") -> list[dict]:
         model.to(device)
         opt, _ = make_optimizer_and_scheduler(model)
         xs = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
-        fit(model, (xs[:batch], y[:batch]), None, optimizer=opt, epochs=1, batch_size=batch,
-            device=device, seed=0, progress=False)  # warm-up
+        fit(
+            model,
+            (xs[:batch], y[:batch]),
+            None,
+            optimizer=opt,
+            epochs=1,
+            batch_size=batch,
+            device=device,
+            seed=0,
+            progress=False,
+        )  # warm-up
         times = []
         for _ in range(reps):
             _sync(device)
             t0 = time.perf_counter()
-            fit(model, (xs, y), None, optimizer=opt, epochs=1, batch_size=batch, device=device,
-                seed=0, progress=False)
+            fit(
+                model,
+                (xs, y),
+                None,
+                optimizer=opt,
+                epochs=1,
+                batch_size=batch,
+                device=device,
+                seed=0,
+                progress=False,
+            )
             _sync(device)
             times.append(time.perf_counter() - t0)
         rates[layout] = n / statistics.median(times)
-    note = (f"resnet18 224px, SGD momentum, batch {batch}, N={n}, {_where(device)}, "
-            f"median of {reps}")
+    note = f"resnet18 224px, SGD momentum, batch {batch}, N={n}, {_where(device)}, median of {reps}"
     return [
-        {"group": "training", "name": "resnet18_train_images_per_s",
-         "value": rates["channels_last"], "unit": "img/s", "baseline": rates["contiguous"],
-         "ratio": rates["channels_last"] / rates["contiguous"],
-         "note": f"{note}; channels_last (used by finetune_resnet) vs contiguous NCHW"},
+        {
+            "group": "training",
+            "name": "resnet18_train_images_per_s",
+            "value": rates["channels_last"],
+            "unit": "img/s",
+            "baseline": rates["contiguous"],
+            "ratio": rates["channels_last"] / rates["contiguous"],
+            "note": f"{note}; channels_last (used by finetune_resnet) vs contiguous NCHW",
+        },
     ]
 
 
@@ -163,8 +194,10 @@ def cnn_rows(smoke: bool, device: str = "cpu") -> list[dict]:
     bare, fitted = [], []
     for rep in range(reps):
         # Alternate which goes first so neither systematically gets the warmer machine.
-        pair = [("bare", lambda: _bare_epoch(model, optimizer, batches, device)),
-                ("fit", lambda: _fit_epoch(model, optimizer, (x, y), device))]
+        pair = [
+            ("bare", lambda: _bare_epoch(model, optimizer, batches, device)),
+            ("fit", lambda: _fit_epoch(model, optimizer, (x, y), device)),
+        ]
         for name, step in pair if rep % 2 == 0 else pair[::-1]:
             (bare if name == "bare" else fitted).append(n / step())
     bare_ips, fit_ips = statistics.median(bare), statistics.median(fitted)
@@ -174,21 +207,48 @@ def cnn_rows(smoke: bool, device: str = "cpu") -> list[dict]:
     peak = matmul_gflops(reps=3 if smoke else 11, device=str(device))
     # Other processes on a small machine skew throughput (not the interleaved ratio as much).
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    common = (f"paper CNN 227px, batch {BATCH}, N={n}, Adam, {_where(device)}, "
-              f"median of {reps}, load avg {load:.1f}")
+    common = (
+        f"paper CNN 227px, batch {BATCH}, N={n}, Adam, {_where(device)}, "
+        f"median of {reps}, load avg {load:.1f}"
+    )
     return [
-        {"group": "training", "name": "bare_loop_images_per_s", "value": bare_ips,
-         "unit": "img/s", "baseline": None, "ratio": None, "note": common},
-        {"group": "training", "name": "fit_images_per_s", "value": fit_ips, "unit": "img/s",
-         "baseline": bare_ips, "ratio": fit_ips / bare_ips,
-         "note": f"{common}; baseline = bare loop on the same tensors; target ratio >= 0.9"},
-        {"group": "training", "name": "matmul_fp32_gflops", "value": peak, "unit": "GFLOP/s",
-         "baseline": None, "ratio": None,
-         "note": f"torch.mm float32 on {_where(device)}, median (torch defaults)"},
-        {"group": "training", "name": "cnn_train_gflops", "value": achieved, "unit": "GFLOP/s",
-         "baseline": peak, "ratio": achieved / peak,
-         "note": f"fit throughput x {flops_train / 1e6:.0f} MFLOP/image (3x forward); "
-                 "ratio = fraction of measured matmul peak"},
+        {
+            "group": "training",
+            "name": "bare_loop_images_per_s",
+            "value": bare_ips,
+            "unit": "img/s",
+            "baseline": None,
+            "ratio": None,
+            "note": common,
+        },
+        {
+            "group": "training",
+            "name": "fit_images_per_s",
+            "value": fit_ips,
+            "unit": "img/s",
+            "baseline": bare_ips,
+            "ratio": fit_ips / bare_ips,
+            "note": f"{common}; baseline = bare loop on the same tensors; target ratio >= 0.9",
+        },
+        {
+            "group": "training",
+            "name": "matmul_fp32_gflops",
+            "value": peak,
+            "unit": "GFLOP/s",
+            "baseline": None,
+            "ratio": None,
+            "note": f"torch.mm float32 on {_where(device)}, median (torch defaults)",
+        },
+        {
+            "group": "training",
+            "name": "cnn_train_gflops",
+            "value": achieved,
+            "unit": "GFLOP/s",
+            "baseline": peak,
+            "ratio": achieved / peak,
+            "note": f"fit throughput x {flops_train / 1e6:.0f} MFLOP/image (3x forward); "
+            "ratio = fraction of measured matmul peak",
+        },
     ]
 
 

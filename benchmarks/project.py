@@ -19,10 +19,18 @@ SKIP = {"data.dvc", "dvc.lock"}
 
 def project_files() -> list[str]:
     """Tracked and untracked-but-not-ignored files, without the lock, data.dvc and reports."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout.split("\n")
-    return [f for f in out if f and f not in SKIP and not f.startswith("reports/")
-            and (REPO / f).is_file()]
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    return [
+        f
+        for f in out
+        if f and f not in SKIP and not f.startswith("reports/") and (REPO / f).is_file()
+    ]
 
 
 def set_params(repo: Path, values: Mapping[str, Any]) -> None:
@@ -40,8 +48,9 @@ def set_params(repo: Path, values: Mapping[str, Any]) -> None:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for dvc and the stages: this venv first, no tracking settings leaking."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "DVC_", "EMOPRUNE_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "EMOPRUNE_"))
+    }
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["MPLBACKEND"] = "Agg"
     env["PYTHONUNBUFFERED"] = "1"
@@ -49,8 +58,12 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def make_project(dest: Path, fill_data: Callable[[Path], None],
-                 params: Mapping[str, Any] | None = None, env: dict | None = None) -> Path:
+def make_project(
+    dest: Path,
+    fill_data: Callable[[Path], None],
+    params: Mapping[str, Any] | None = None,
+    env: dict | None = None,
+) -> Path:
     """Copy the project into ``dest``, apply ``params``, let ``fill_data(dest/"data"/"raw")``
     put the frames there, register them with DVC and commit everything."""
     for f in project_files():
@@ -60,9 +73,21 @@ def make_project(dest: Path, fill_data: Callable[[Path], None],
         set_params(dest, params)
     fill_data(dest / "data" / "raw")
     (dest / "data.dvc").write_text("outs:\n- path: data/raw\n")
-    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "commit", "-f", "-q", "data.dvc"],
-                ["git", "add", "-A"],
-                ["git", "-c", "user.name=emoprune", "-c", "user.email=dev@emoprune", "commit",
-                 "-q", "-m", "init"]):
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["dvc", "commit", "-f", "-q", "data.dvc"],
+        ["git", "add", "-A"],
+        [
+            "git",
+            "-c",
+            "user.name=emoprune",
+            "-c",
+            "user.email=dev@emoprune",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
+    ):
         subprocess.run(cmd, cwd=dest, env=env or clean_env(), check=True, capture_output=True)
     return dest

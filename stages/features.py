@@ -5,13 +5,14 @@ import time
 import mlflow
 import numpy as np
 
-from emoprune import crossval, plots
 from emoprune.data.arrays import load_images
 from emoprune.errors import UserError
+from emoprune.evaluation import figures
 from emoprune.features import compute_descriptors
-from emoprune.outputs import atomic_path, write_json
-from emoprune.params import Params
-from emoprune.stage import run_stage
+from emoprune.pipeline.outputs import atomic_path, write_json
+from emoprune.pipeline.params import Params
+from emoprune.pipeline.stage import run_stage
+from emoprune.training.crossval import load_folds
 
 OUT = "outputs/features"
 
@@ -23,8 +24,9 @@ def main(p: Params) -> None:
     phog_kw = {"bins": f.phog_bins, "angle": f.phog_angle, "levels": f.phog_levels}
     start = time.perf_counter()
     try:
-        lpq, phog = compute_descriptors(np.asarray(images), lpq_kwargs=lpq_kw,
-                                        phog_kwargs=phog_kw, progress=True)
+        lpq, phog = compute_descriptors(
+            np.asarray(images), lpq_kwargs=lpq_kw, phog_kwargs=phog_kw, progress=True
+        )
     except ValueError as exc:
         raise UserError(f"features: {exc}") from None
     seconds = time.perf_counter() - start
@@ -32,14 +34,27 @@ def main(p: Params) -> None:
         tmp.mkdir()
         np.save(tmp / "lpq.npy", lpq)
         np.save(tmp / "phog.npy", phog)
-        write_json(tmp / "params.json", {"lpq": lpq_kw, "phog": phog_kw,
-                                         "image_size": int(images.shape[1]), "gray": "rgb2gray"})
-    folds = crossval.load_folds(p.data.classes)
-    mlflow.log_metrics({"seconds": seconds, "ms_per_image": 1000 * seconds / len(lpq),
-                        "lpq_dim": lpq.shape[1], "phog_dim": phog.shape[1]})
-    fig = plots.class_means({"LPQ": lpq, "PHOG": phog}, folds.labels, p.data.classes)
+        write_json(
+            tmp / "params.json",
+            {
+                "lpq": lpq_kw,
+                "phog": phog_kw,
+                "image_size": int(images.shape[1]),
+                "gray": "rgb2gray",
+            },
+        )
+    folds = load_folds(p.data.classes)
+    mlflow.log_metrics(
+        {
+            "seconds": seconds,
+            "ms_per_image": 1000 * seconds / len(lpq),
+            "lpq_dim": lpq.shape[1],
+            "phog_dim": phog.shape[1],
+        }
+    )
+    fig = figures.class_means({"LPQ": lpq, "PHOG": phog}, folds.labels, p.data.classes)
     mlflow.log_figure(fig, "descriptor_means.png")
-    plots.close(fig)
+    figures.close(fig)
     print(f"[features] LPQ {lpq.shape} and PHOG {phog.shape} in {seconds:.1f} s -> {OUT}/")
 
 

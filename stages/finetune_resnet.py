@@ -8,79 +8,61 @@ import mlflow
 import numpy as np
 import torch
 
-from emoprune import cnn_cv, crossval, reports, tracking
-from emoprune.checkpoints import save_checkpoint
 from emoprune.data.arrays import load_images
 from emoprune.models.cnn import count_parameters
-from emoprune.models.resnet import build_resnet, make_optimizer_and_scheduler, prepare_inputs
-from emoprune.outputs import atomic_path, write_json
-from emoprune.params import Params
-from emoprune.stage import run_stage
-from emoprune.training import fit, resolve_device, seed_everything
+from emoprune.models.resnet import prepare_inputs
+from emoprune.pipeline import reports, tracking
+from emoprune.pipeline.outputs import atomic_path, write_json
+from emoprune.pipeline.params import Params
+from emoprune.pipeline.stage import run_stage
+from emoprune.training.crossval import load_folds
+from emoprune.training.driver import cross_validate
+from emoprune.training.loop import resolve_device
+from emoprune.training.recipes import finetune_resnet_fold
 
-OUT = "outputs/models/resnet"
-REPORTS = "reports/finetune_resnet"
+OUT, REPORTS = "outputs/models/resnet", "reports/finetune_resnet"
 
 
 def main(p: Params) -> None:
-    f = p.finetune
-    device = resolve_device(p.device)
-    folds = crossval.load_folds(p.data.classes)
-    images = load_images("resnet")
-    x_all = prepare_inputs(np.asarray(images))
-    y_all = torch.from_numpy(folds.labels)
+    f, folds = p.finetune, load_folds(p.data.classes)
+    x, y = prepare_inputs(np.asarray(load_images("resnet"))), torch.from_numpy(folds.labels)
     fold_ids = folds.ids if f.folds == "all" else folds.ids[: int(f.folds)]
-    n_classes = len(p.data.classes)
-    summary: dict = {}
-    weights_used = set()
+    summary = {}
     with atomic_path(OUT) as tmp:
-        tmp.mkdir()
         for arch in f.archs:
-            per_fold, epoch_rows, predictions = {}, [], {}
-            for k in fold_ids:
-                train, val = folds.split(k)
-                seed = cnn_cv.fold_seed(p.seed, k)
-                seed_everything(seed)
-                model, weights = build_resnet(arch, n_classes, f.weights, f.freeze_backbone)
-                weights_used.add(weights)
-                opt, sched = make_optimizer_and_scheduler(model, f.lr, f.momentum,
-                                                          f.weight_decay, f.step_size, f.gamma)
-                history = fit(model, (x_all[train], y_all[train]), (x_all[val], y_all[val]),
-                              optimizer=opt, scheduler=sched, epochs=f.epochs,
-                              batch_size=f.batch_size, device=device, seed=seed,
-                              desc=f"{arch} fold {k}",
-                              callbacks=[tracking.epoch_logger(f"{arch}/fold{k}/")])
-                tr = cnn_cv.score(model, x_all[train], y_all[train], n_classes, device)
-                va = cnn_cv.score(model, x_all[val], y_all[val], n_classes, device)
-                per_fold[k] = {"train_acc": tr["acc"], "train_f1": tr["f1"],
-                               "val_acc": va["acc"], "val_f1": va["f1"]}
-                predictions[k] = va["proba"]
-                epoch_rows += [{"fold": k, **vars(h)} for h in history]
-                (tmp / arch).mkdir(exist_ok=True)
-                save_checkpoint(tmp / arch / f"fold{k}.pt",
-                                state_dict={n: t.detach().cpu()
-                                            for n, t in model.state_dict().items()},
-                                meta={"arch": arch, "weights": weights, "fold": k,
-                                      "n_classes": n_classes, "classes": list(p.data.classes)})
-                tracking.log_model(model, x_all[val][:1], f"{arch}_fold{k}")
-            np.savez(tmp / arch / "val_proba.npz",
-                     **{f"fold{k}": v for k, v in predictions.items()})
-            summary[arch] = {**crossval.summarise(per_fold),
-                             "per_fold": {str(k): v for k, v in per_fold.items()},
-                             "folds": fold_ids, "weights": weights,
-                             "pretrained": weights == "imagenet",
-                             "n_params": count_parameters(model), "epochs": f.epochs}
-            reports.write_training_reports(f"{REPORTS}/{arch}", f"{arch} ({weights} init)",
-                                           summary[arch], epoch_rows)
+            (tmp / arch).mkdir(parents=True)
+            cv = cross_validate(
+                fold_ids,
+                p.seed,
+                lambda fold, arch=arch: finetune_resnet_fold(
+                    f, arch, x, y, folds.split(fold.k), fold
+                ),
+                classes=p.data.classes,
+                device=resolve_device(p.device),
+                out=tmp / arch,
+                callbacks=tracking.fold_epoch_logger(arch + "/fold{k}/"),
+                on_fold_end=tracking.fold_model_logger(arch + "_fold{k}"),
+            )
+            weights = cv.last.notes["weights"]
+            summary[arch] = cv.summary(
+                folds=fold_ids,
+                weights=weights,
+                epochs=f.epochs,
+                pretrained=weights == "imagenet",
+                n_params=count_parameters(cv.last.model),
+            )
+            reports.write_training_reports(
+                f"{REPORTS}/{arch}", f"{arch} ({weights} init)", summary[arch], cv.epoch_rows
+            )
+            reports.print_cv(f"finetune_resnet {arch} ({weights} init)", summary[arch], OUT)
     write_json(f"{REPORTS}/metrics.json", summary)
-    used = "+".join(sorted(weights_used))
+    used = "+".join(sorted({m["weights"] for m in summary.values()}))
     mlflow.set_tag("weights", used)
     if used != "imagenet":
-        print(f"warning: [finetune_resnet] weights={used}: NOT ImageNet transfer learning "
-              f"(no cached IMAGENET1K_V1 file; see finetune.weights in the README)")
-    for arch, m in summary.items():
-        print(f"[finetune_resnet] {arch} ({m['weights']} init): val acc "
-              f"{m['val_acc']['mean']:.3f} on folds {fold_ids} -> {OUT}/{arch}/")
+        print(
+            f"warning: [finetune_resnet] weights={used}: NOT ImageNet transfer learning "
+            f"(no cached IMAGENET1K_V1 file; see finetune.weights in the README)"
+        )
 
 
 if __name__ == "__main__":

@@ -5,25 +5,27 @@ from collections import Counter
 
 import mlflow
 
-from emoprune import plots
 from emoprune.data.ingest import build_manifest, display_path, manifest_csv
-from emoprune.outputs import write_json, write_text
-from emoprune.params import Params
-from emoprune.stage import run_stage
+from emoprune.evaluation import figures
+from emoprune.pipeline.outputs import write_json, write_text
+from emoprune.pipeline.params import Params
+from emoprune.pipeline.stage import run_stage
 
 MANIFEST = "outputs/ingest/manifest.csv"
 REPORT = "reports/ingest.json"
 
 
 def main(p: Params) -> None:
-    records, skipped = build_manifest(p.data.raw, p.data.classes, p.cv.folds, p.cv.seed,
-                                      p.cv.group_by)
+    records, skipped = build_manifest(
+        p.data.raw, p.data.classes, p.cv.folds, p.cv.seed, p.cv.group_by
+    )
     for s in skipped:
         print(f"warning: skipped {s.path}: {s.reason}", file=sys.stderr)
     counts = Counter(r.emotion for r in records)
     per_class = {c: counts[c] for c in p.data.classes}
-    converted = [{"path": display_path(r.path), "note": r.checks} for r in records
-                 if r.checks != "ok"]
+    converted = [
+        {"path": display_path(r.path), "note": r.checks} for r in records if r.checks != "ok"
+    ]
     report = {
         "n_images": len(records),
         "per_class": per_class,
@@ -35,12 +37,17 @@ def main(p: Params) -> None:
     }
     write_text(MANIFEST, manifest_csv(records))
     write_json(REPORT, report)
-    mlflow.log_metrics({"n_images": len(records), "n_skipped": len(skipped),
-                        "n_converted": len(converted),
-                        **{f"n_{c}": n for c, n in per_class.items()}})
-    fig = plots.class_distribution(per_class)
+    mlflow.log_metrics(
+        {
+            "n_images": len(records),
+            "n_skipped": len(skipped),
+            "n_converted": len(converted),
+            **{f"n_{c}": n for c, n in per_class.items()},
+        }
+    )
+    fig = figures.class_distribution(per_class)
     mlflow.log_figure(fig, "class_distribution.png")
-    plots.close(fig)
+    figures.close(fig)
     mlflow.log_artifact(REPORT)
     print(f"[ingest] {len(records)} images ({len(skipped)} skipped) -> {MANIFEST}, {REPORT}")
 

@@ -7,9 +7,9 @@ import numpy as np
 
 from emoprune.data.ingest import read_manifest
 from emoprune.data.resize import resize_all
-from emoprune.outputs import atomic_path, write_json
-from emoprune.params import Params
-from emoprune.stage import run_stage
+from emoprune.pipeline.outputs import atomic_path, write_json
+from emoprune.pipeline.params import Params
+from emoprune.pipeline.stage import run_stage
 
 MANIFEST = "outputs/ingest/manifest.csv"
 OUT = "outputs/resize"
@@ -25,10 +25,21 @@ def main(p: Params) -> None:
         tmp.mkdir()
         for (model, size), arr in zip(sizes.items(), arrays):
             np.save(tmp / f"{model}_{size}.npy", arr)
-        write_json(tmp / "meta.json", {"n_images": len(records), "sizes": sizes,
-                                       "files": {m: f"{m}_{s}.npy" for m, s in sizes.items()}})
-    mlflow.log_metrics({"n_images": len(records), "seconds": seconds,
-                        "ms_per_image": 1000 * seconds / max(len(records), 1)})
+        write_json(
+            tmp / "meta.json",
+            {
+                "n_images": len(records),
+                "sizes": sizes,
+                "files": {m: f"{m}_{s}.npy" for m, s in sizes.items()},
+            },
+        )
+    mlflow.log_metrics(
+        {
+            "n_images": len(records),
+            "seconds": seconds,
+            "ms_per_image": 1000 * seconds / max(len(records), 1),
+        }
+    )
     print(f"[resize] {len(records)} frames at {sizes} in {seconds:.1f} s -> {OUT}/")
 
 

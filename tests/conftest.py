@@ -32,8 +32,15 @@ def raw_copy(tiny_sample, tmp_path) -> Path:
 @pytest.fixture
 def clean_env(monkeypatch):
     """No tracking settings leaking in from the developer's shell or from DVC."""
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT",
-                "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "EMOPRUNE_PIPELINE_ID"):
+    for var in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_RUN_ID",
+        "MLFLOW_EXPERIMENT_NAME",
+        "DVC_ROOT",
+        "DVC_EXP_NAME",
+        "DVC_EXP_BASELINE_REV",
+        "EMOPRUNE_PIPELINE_ID",
+    ):
         monkeypatch.delenv(var, raising=False)
     return monkeypatch
 

@@ -33,18 +33,34 @@ def _tail(path: Path, n: int = 3000) -> str:
 
 
 @contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, log: Path,
-                  timeout: float = 120) -> Iterator[str]:
+def mlflow_server(
+    backend_uri: str, artifacts: Path, log: Path, timeout: float = 120
+) -> Iterator[str]:
     """`mlflow server` on a free loopback port, serving ``artifacts``; yields its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
-             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            [
+                str(VENV_BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                backend_uri,
+                "--artifacts-destination",
+                str(artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -108,18 +124,50 @@ def postgres(database: str = "mlflow") -> Iterator[str]:
         assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}\n{_tail(log)}"
 
     try:
-        pg(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-           "--no-sync", "-E", "UTF8")
+        pg(
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
         # Loopback only; the socket in our folder, not /var/run; no fsync in a throwaway cluster.
-        pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-           "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off", "start")
+        pg(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off",
+            "start",
+        )
         try:
-            pg(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-               database)
+            pg(
+                str(bin_dir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                database,
+            )
             yield f"postgresql://postgres@127.0.0.1:{port}/{database}"
         finally:
-            subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                            "stop"], capture_output=True, timeout=60)
+            subprocess.run(
+                [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -128,7 +176,8 @@ def psql(uri: str, sql: str) -> str:
     """One query's unaligned output, through the psql client."""
     bin_dir = postgres_bin()
     psql_bin = str(bin_dir / "psql") if bin_dir else "psql"
-    proc = subprocess.run([psql_bin, uri, "-At", "-c", sql], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [psql_bin, uri, "-At", "-c", sql], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()

@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, subprocess_env
 from PIL import Image
 
+from conftest import REPO, subprocess_env
+from emoprune.choices import EMOTIONS
 from emoprune.data.ingest import Record, manifest_csv, read_manifest
 from emoprune.errors import UserError
-from emoprune.params import EMOTIONS, load_params
+from emoprune.pipeline.params import load_params
 
 MANIFEST = Path("outputs/ingest/manifest.csv")
 REPORT = Path("reports/ingest.json")
@@ -37,8 +38,9 @@ REPORT = Path("reports/ingest.json")
 # --------------------------------------------------------------------------- helpers
 
 
-def write_project(work: Path, raw: Path | None = None, params: dict | None = None,
-                  text: str | None = None) -> Path:
+def write_project(
+    work: Path, raw: Path | None = None, params: dict | None = None, text: str | None = None
+) -> Path:
     """A project dir: params.yaml (cv.folds 2, data.raw -> ``raw``) and an empty dvc.yaml.
 
     dvc.yaml marks the project root, so MLflow's sqlite store lands in ``work``.
@@ -60,9 +62,16 @@ def write_project(work: Path, raw: Path | None = None, params: dict | None = Non
 
 
 def run_stage(work: Path, stage: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py")], check=False,
-                          cwd=work, env=subprocess_env(), capture_output=True, timeout=timeout,
-                          encoding="utf-8", errors="replace")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / f"{stage}.py")],
+        check=False,
+        cwd=work,
+        env=subprocess_env(),
+        capture_output=True,
+        timeout=timeout,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert "\ufffd" not in proc.stdout + proc.stderr, "the stage printed bytes that aren't UTF-8"
     return proc
 
@@ -83,15 +92,23 @@ def assert_no_ingest_outputs(work: Path) -> None:
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def png_bytes(width: int, height: int, depth: int, color_type: int, scanlines: bytes) -> bytes:
     """A PNG written by hand: its IHDR says whatever we want, whatever the pixel data holds."""
     ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
-            + _chunk(b"IDAT", zlib.compress(scanlines)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(scanlines))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def rgb16_png(width: int, height: int, value: int) -> bytes:
@@ -130,8 +147,11 @@ class SkipRun:
 
     @property
     def warnings(self) -> list[str]:
-        return [line for line in (self.proc.stdout + self.proc.stderr).splitlines()
-                if line.startswith("warning:")]
+        return [
+            line
+            for line in (self.proc.stdout + self.proc.stderr).splitlines()
+            if line.startswith("warning:")
+        ]
 
     def record(self, name: str) -> Record:
         (match,) = [r for r in self.records if Path(r.path).name == name]
@@ -195,8 +215,9 @@ def skip_run(tiny_sample, tmp_path_factory) -> SkipRun:
     Image.fromarray(np.asarray(grey).astype(np.uint16) * 257).save(happy / "grey16.png")
     (happy / "rgb16.png").write_bytes(rgb16_png(64, 48, 40000))
 
-    bytes_names = (make_bytes_file(happy, b"\xff\xfe.png", b"junk")
-                   and make_bytes_file(happy, b"caf\xe9_01_02.png", data))
+    bytes_names = make_bytes_file(happy, b"\xff\xfe.png", b"junk") and make_bytes_file(
+        happy, b"caf\xe9_01_02.png", data
+    )
     happy.rename(raw / "happy")  # folders match class names case-insensitively
 
     work = write_project(root / "work", raw, {"resize": {"cnn": 67, "resnet": 32}})
@@ -218,8 +239,10 @@ def test_each_broken_file_is_skipped_with_its_reason(skip_run):
     assert skipped["new\\nline.png"] == "not an image"  # the newline is escaped: one line
     expected = len(SKIPS) + 1 + skip_run.bytes_names
     assert len(skip_run.report["skipped"]) == expected, skip_run.report["skipped"]
-    assert all(s["path"].startswith(f"{skip_run.raw.as_posix()}/happy/")
-               for s in skip_run.report["skipped"])
+    assert all(
+        s["path"].startswith(f"{skip_run.raw.as_posix()}/happy/")
+        for s in skip_run.report["skipped"]
+    )
 
 
 def test_each_skip_is_one_warning_line_naming_the_file(skip_run):
@@ -284,16 +307,27 @@ def _only_broken(raw: Path) -> None:
     frames[1].write_bytes(frames[1].read_bytes()[:100])
 
 
-@pytest.mark.parametrize("mutate, culprit", [
-    pytest.param(lambda raw: (raw / "Contempt").mkdir(), "/Contempt: unknown class folder "
-                 "(expected one of Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise)",
-                 id="unknown-class"),
-    pytest.param(lambda raw: [p.unlink() for p in (raw / "Fear").iterdir()],
-                 "/Fear: no usable images in class Fear (the folder holds no image files)",
-                 id="empty-class"),
-    pytest.param(_only_broken, "/Sad: 1 usable images in class Sad, fewer than cv.folds=2 "
-                 "(1 file skipped, e.g. ", id="fewer-than-folds"),
-])
+@pytest.mark.parametrize(
+    "mutate, culprit",
+    [
+        pytest.param(
+            lambda raw: (raw / "Contempt").mkdir(),
+            "/Contempt: unknown class folder "
+            "(expected one of Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise)",
+            id="unknown-class",
+        ),
+        pytest.param(
+            lambda raw: [p.unlink() for p in (raw / "Fear").iterdir()],
+            "/Fear: no usable images in class Fear (the folder holds no image files)",
+            id="empty-class",
+        ),
+        pytest.param(
+            _only_broken,
+            "/Sad: 1 usable images in class Sad, fewer than cv.folds=2 (1 file skipped, e.g. ",
+            id="fewer-than-folds",
+        ),
+    ],
+)
 def test_structural_problem_stops_ingest(tiny_sample, tmp_path, mutate, culprit):
     raw = tmp_path / "raw"
     shutil.copytree(tiny_sample, raw)
@@ -309,22 +343,33 @@ def test_structural_problem_stops_ingest(tiny_sample, tmp_path, mutate, culprit)
 # --------------------------------------------------------------------------- params
 
 
-@pytest.mark.parametrize("text, message", [
-    ("cnn:\n  lr: -1\n", "params.yaml: cnn.lr must be > 0, got -1.0"),
-    ("cnn:\n  batch_size: 0\n", "params.yaml: cnn.batch_size must be > 0, got 0"),
-    ("prune:\n  threshold: 0\n", "params.yaml: prune.threshold must be in (0, 90), got 0.0"),
-    ("prune:\n  threshold: 90\n", "params.yaml: prune.threshold must be in (0, 90), got 90.0"),
-    ("prune:\n  threshold: wide\n", "params.yaml: prune.threshold must be a number, got 'wide'"),
-    ("prune:\n  threshold: .nan\n", "params.yaml: prune.threshold must be a number, got nan"),
-    ("cnn:\n  dropout: 0.5\n", "params.yaml: unknown key cnn.dropout"),
-    ("prunning:\n  threshold: 15\n", "params.yaml: unknown key prunning"),
-    ("prune:\n  layers: [fc9]\n",
-     "params.yaml: prune.layers must be drawn from fc1, fc2, fc3, got ['fc9']"),
-    ("prune:\n  layers: fc2\n", "params.yaml: prune.layers must be a list of strings, got 'fc2'"),
-    ("cv:\n  folds: 1\n", "params.yaml: cv.folds must be >= 2, got 1"),
-    ("cnn:\n", "params.yaml: cnn must be a mapping, got None"),
-    ("cnn:\n  lr: 0.1\n\tepochs: 3\n", "params.yaml: invalid YAML at line 3"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("cnn:\n  lr: -1\n", "params.yaml: cnn.lr must be > 0, got -1.0"),
+        ("cnn:\n  batch_size: 0\n", "params.yaml: cnn.batch_size must be > 0, got 0"),
+        ("prune:\n  threshold: 0\n", "params.yaml: prune.threshold must be in (0, 90), got 0.0"),
+        ("prune:\n  threshold: 90\n", "params.yaml: prune.threshold must be in (0, 90), got 90.0"),
+        (
+            "prune:\n  threshold: wide\n",
+            "params.yaml: prune.threshold must be a number, got 'wide'",
+        ),
+        ("prune:\n  threshold: .nan\n", "params.yaml: prune.threshold must be a number, got nan"),
+        ("cnn:\n  dropout: 0.5\n", "params.yaml: unknown key cnn.dropout"),
+        ("prunning:\n  threshold: 15\n", "params.yaml: unknown key prunning (did you mean prune?)"),
+        (
+            "prune:\n  layers: [fc9]\n",
+            "params.yaml: prune.layers must be drawn from fc1, fc2, fc3, got ['fc9']",
+        ),
+        (
+            "prune:\n  layers: fc2\n",
+            "params.yaml: prune.layers must be a list of strings, got 'fc2'",
+        ),
+        ("cv:\n  folds: 1\n", "params.yaml: cv.folds must be >= 2, got 1"),
+        ("cnn:\n", "params.yaml: cnn must be a mapping, got None"),
+        ("cnn:\n  lr: 0.1\n\tepochs: 3\n", "params.yaml: invalid YAML at line 3"),
+    ],
+)
 def test_bad_params_are_one_line_user_errors(tmp_path, text, message):
     write_project(tmp_path, text=text)
     with pytest.raises(UserError) as exc:
@@ -340,13 +385,20 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
     assert p.cnn.lr == pytest.approx(1e-4) and p.prune.threshold == 25.0
 
 
-@pytest.mark.parametrize("stage, params, message", [
-    ("ingest", {"prune": {"layers": ["fc9"]}},
-     "params.yaml: prune.layers must be drawn from fc1, fc2, fc3, got ['fc9']"),
-    ("prune_cnn", {"cnn": {"lr": -1}}, "params.yaml: cnn.lr must be > 0, got -1.0"),
-])
-def test_bad_params_stop_a_stage_before_anything_is_written(tiny_sample, tmp_path, stage, params,
-                                                            message):
+@pytest.mark.parametrize(
+    "stage, params, message",
+    [
+        (
+            "ingest",
+            {"prune": {"layers": ["fc9"]}},
+            "params.yaml: prune.layers must be drawn from fc1, fc2, fc3, got ['fc9']",
+        ),
+        ("prune_cnn", {"cnn": {"lr": -1}}, "params.yaml: cnn.lr must be > 0, got -1.0"),
+    ],
+)
+def test_bad_params_stop_a_stage_before_anything_is_written(
+    tiny_sample, tmp_path, stage, params, message
+):
     work = write_project(tmp_path, tiny_sample, params)
     line = single_error(run_stage(work, stage), stage)
     assert line == f"error: [{stage}] {message}"
@@ -356,37 +408,58 @@ def test_bad_params_stop_a_stage_before_anything_is_written(tiny_sample, tmp_pat
 
 # --------------------------------------------------------------------------- prune_cnn's input
 
-PRUNE_PARAMS = {"resize": {"cnn": 67, "resnet": 32},
-                "cnn": {"epochs": 2, "checkpoint_every": 1, "batch_size": 8},
-                "prune": {"start_epoch": 1}}
+PRUNE_PARAMS = {
+    "resize": {"cnn": 67, "resnet": 32},
+    "cnn": {"epochs": 2, "checkpoint_every": 1, "batch_size": 8},
+    "prune": {"start_epoch": 1},
+}
 
 
 def prune_project(work: Path) -> Path:
     """A minimal outputs tree for prune_cnn: manifest, 67x67 arrays, an empty models/cnn/."""
     write_project(work, params=PRUNE_PARAMS)
     rng = np.random.default_rng(0)
-    records = [Record(path=f"data/raw/{c}/{c}_{i}_0.png", emotion=c, label=label, width=720,
-                      height=576, fold=i % 2, clip=f"{c}_{i}", sha1="0" * 40, checks="ok")
-               for label, c in enumerate(EMOTIONS) for i in range(2)]
+    records = [
+        Record(
+            path=f"data/raw/{c}/{c}_{i}_0.png",
+            emotion=c,
+            label=label,
+            width=720,
+            height=576,
+            fold=i % 2,
+            clip=f"{c}_{i}",
+            sha1="0" * 40,
+            checks="ok",
+        )
+        for label, c in enumerate(EMOTIONS)
+        for i in range(2)
+    ]
     (work / MANIFEST).parent.mkdir(parents=True)
     (work / MANIFEST).write_text(manifest_csv(records))
     resized = work / "outputs/resize"
     resized.mkdir(parents=True)
     np.save(resized / "cnn_67.npy", rng.integers(0, 256, (len(records), 67, 67, 3), np.uint8))
     np.save(resized / "resnet_32.npy", rng.integers(0, 256, (len(records), 32, 32, 3), np.uint8))
-    (resized / "meta.json").write_text(json.dumps({
-        "n_images": len(records), "sizes": {"cnn": 67, "resnet": 32},
-        "files": {"cnn": "cnn_67.npy", "resnet": "resnet_32.npy"}}))
+    (resized / "meta.json").write_text(
+        json.dumps(
+            {
+                "n_images": len(records),
+                "sizes": {"cnn": 67, "resnet": 32},
+                "files": {"cnn": "cnn_67.npy", "resnet": "resnet_32.npy"},
+            }
+        )
+    )
     (work / "outputs/models/cnn").mkdir(parents=True)
     return work
 
 
 def save_real_checkpoint(path: Path) -> None:
-    from emoprune import cnn_cv
     from emoprune.models.cnn import CNN
+    from emoprune.training.checkpoints import save_cnn
+    from emoprune.training.loop import adam
 
     model = CNN(n_classes=len(EMOTIONS), in_size=67)
-    cnn_cv.save_cnn(path, model, cnn_cv.adam(model, 0.0006), epoch=1)
+    save_cnn(path, model, adam(model, 0.0006), epoch=1)
 
 
 def _truncated(folder: Path) -> None:
@@ -396,20 +469,29 @@ def _truncated(folder: Path) -> None:
     (folder / "fold1_epoch001.pt").write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("breakage, culprit, reason", [
-    pytest.param(lambda folder: None, "fold0_epoch001.pt", "no such file", id="missing"),
-    pytest.param(lambda folder: (folder / "fold0_epoch001.pt").write_bytes(
-        np.random.default_rng(1).bytes(4096)), "fold0_epoch001.pt", "not a torch checkpoint (",
-        id="random-bytes"),
-    pytest.param(_truncated, "fold1_epoch001.pt", "corrupt or truncated", id="truncated"),
-])
+@pytest.mark.parametrize(
+    "breakage, culprit, reason",
+    [
+        pytest.param(lambda folder: None, "fold0_epoch001.pt", "no such file", id="missing"),
+        pytest.param(
+            lambda folder: (folder / "fold0_epoch001.pt").write_bytes(
+                np.random.default_rng(1).bytes(4096)
+            ),
+            "fold0_epoch001.pt",
+            "not a torch checkpoint (",
+            id="random-bytes",
+        ),
+        pytest.param(_truncated, "fold1_epoch001.pt", "corrupt or truncated", id="truncated"),
+    ],
+)
 def test_unusable_checkpoint_stops_prune_cnn(tmp_path, breakage, culprit, reason):
     work = prune_project(tmp_path)
     breakage(work / "outputs/models/cnn")
     proc = run_stage(work, "prune_cnn")
     line = single_error(proc, "prune_cnn")
     assert line.startswith(
-        f"error: [prune_cnn] cannot load checkpoint outputs/models/cnn/{culprit}: "), line
+        f"error: [prune_cnn] cannot load checkpoint outputs/models/cnn/{culprit}: "
+    ), line
     assert reason in line
     if culprit.startswith("fold1"):
         assert "prune fold 0" in proc.stderr  # fold 0 trained and saved before fold 1 failed

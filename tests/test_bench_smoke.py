@@ -21,10 +21,12 @@ def test_smoke_rows_are_complete(name):
 def test_targets_are_checked_and_summarised():
     from benchmarks.__main__ import check_targets, summary
 
-    rows = [{"name": "lpq_227x227_fast", "value": 10.0, "unit": "img/s", "ratio": 5.0},
-            {"name": "fit_images_per_s", "value": 90.0, "unit": "img/s", "ratio": 0.85},
-            {"name": "dvc_repro_default_sample", "value": 400.0, "unit": "s", "ratio": None},
-            {"name": "peak_rss", "value": 900.0, "unit": "MiB", "ratio": 0.2}]
+    rows = [
+        {"name": "lpq_227x227_fast", "value": 10.0, "unit": "img/s", "ratio": 5.0},
+        {"name": "fit_images_per_s", "value": 90.0, "unit": "img/s", "ratio": 0.85},
+        {"name": "dvc_repro_default_sample", "value": 400.0, "unit": "s", "ratio": None},
+        {"name": "peak_rss", "value": 900.0, "unit": "MiB", "ratio": 0.2},
+    ]
     check_targets(rows)
     assert [r.get("met") for r in rows] == [True, False, False, None]
     assert rows[2]["target"] == "value < 300"
@@ -50,4 +52,6 @@ def test_stage_times_are_read_from_the_repro_log():
     log = "[ingest] done in 3.5 s\nnoise\n[train_cnn] done in 120.0 s\n"
     rows = _stage_rows("x", log, wall=200.0)
     assert [(r["name"], r["value"], r["ratio"]) for r in rows] == [
-        ("stage_ingest_x", 3.5, 0.0175), ("stage_train_cnn_x", 120.0, 0.6)]
+        ("stage_ingest_x", 3.5, 0.0175),
+        ("stage_train_cnn_x", 120.0, 0.6),
+    ]

@@ -8,10 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from emoprune.checkpoints import build_cnn, cnn_meta, load_checkpoint, save_checkpoint
-from emoprune.cnn_cv import load_cnn_checkpoint, save_cnn
 from emoprune.errors import UserError
 from emoprune.models.cnn import CNN
+from emoprune.training.checkpoints import (
+    build_cnn,
+    cnn_meta,
+    load_checkpoint,
+    load_cnn_checkpoint,
+    save_checkpoint,
+    save_cnn,
+)
+
 
 class Payload:
     """Unpickling this creates ``marker``: proof that a loader ran arbitrary code. (os.mkdir is
@@ -32,13 +39,26 @@ def small_cnn() -> CNN:
 
 def test_round_trip(tmp_path, small_cnn):
     path = tmp_path / "nested" / "dir" / "model.pt"  # parents are created
-    save_cnn(path, small_cnn, epoch=7, mean=np.array([0.1, 0.2, 0.3]), std=[0.4, 0.5, 0.6],
-             params={"lr": 1e-3, "seed": np.int64(3)})
+    save_cnn(
+        path,
+        small_cnn,
+        epoch=7,
+        mean=np.array([0.1, 0.2, 0.3]),
+        std=[0.4, 0.5, 0.6],
+        params={"lr": 1e-3, "seed": np.int64(3)},
+    )
 
     model, loaded_meta, optimizer = load_cnn_checkpoint(path)
-    assert loaded_meta == {"n_classes": 7, "activation": "tanh", "hidden": [20, 10, 5],
-                           "in_size": 67, "epoch": 7, "mean": [0.1, 0.2, 0.3],
-                           "std": [0.4, 0.5, 0.6], "params": {"lr": 1e-3, "seed": 3}}
+    assert loaded_meta == {
+        "n_classes": 7,
+        "activation": "tanh",
+        "hidden": [20, 10, 5],
+        "in_size": 67,
+        "epoch": 7,
+        "mean": [0.1, 0.2, 0.3],
+        "std": [0.4, 0.5, 0.6],
+        "params": {"lr": 1e-3, "seed": 3},
+    }
     assert optimizer is None
     assert model.hidden == (20, 10, 5) and model.activation == "tanh"
     x = torch.randn(3, 3, 67, 67)
@@ -158,8 +178,11 @@ def test_optimizer_state_in_meta_round_trips(tmp_path, small_cnn):
     small_cnn(torch.randn(2, 3, 67, 67)).sum().backward()
     opt.step()
     path = tmp_path / "resume.pt"
-    save_checkpoint(path, state_dict=small_cnn.state_dict(),
-                    meta=cnn_meta(small_cnn, optimizer=opt.state_dict()))
+    save_checkpoint(
+        path,
+        state_dict=small_cnn.state_dict(),
+        meta=cnn_meta(small_cnn, optimizer=opt.state_dict()),
+    )
     _, meta = load_checkpoint(path)
     restored = torch.optim.Adam(small_cnn.parameters(), lr=1e-3)
     restored.load_state_dict(meta["optimizer"])

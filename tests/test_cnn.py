@@ -36,7 +36,12 @@ def test_feature_map_sides(batch):
             sides.append((h.shape[1], h.shape[2], h.shape[3]))
     # conv1 55, conv2 26, conv3 24, pool 12, conv4 12, pool 6
     assert sides == [
-        (16, 55, 55), (32, 26, 26), (64, 24, 24), (64, 12, 12), (64, 12, 12), (64, 6, 6)
+        (16, 55, 55),
+        (32, 26, 26),
+        (64, 24, 24),
+        (64, 12, 12),
+        (64, 12, 12),
+        (64, 6, 6),
     ]
     assert model.fc1.in_features == 64 * 6 * 6
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from emoprune.crossval import Folds, fold_tensors, mean_rows, mean_std, summarise
+from emoprune.evaluation.statistics import mean_rows, mean_std, summarise
+from emoprune.training.crossval import Folds, fold_tensors
 
 
 def make_folds():
@@ -36,8 +37,9 @@ def test_mean_std_uses_sample_std():
 def test_summarise_and_mean_rows():
     s = summarise({0: {"acc": 0.2}, 1: {"acc": 0.4}})
     assert s["acc"]["mean"] == pytest.approx(0.3)
-    rows = [{"fold": 0, "epoch": 1, "loss": 1.0, "val": None},
-            {"fold": 1, "epoch": 1, "loss": 3.0, "val": 2.0},
-            {"fold": 0, "epoch": 2, "loss": 0.5, "val": None}]
-    assert mean_rows(rows) == [{"epoch": 1, "loss": 2.0, "val": 2.0},
-                               {"epoch": 2, "loss": 0.5}]
+    rows = [
+        {"fold": 0, "epoch": 1, "loss": 1.0, "val": None},
+        {"fold": 1, "epoch": 1, "loss": 3.0, "val": 2.0},
+        {"fold": 0, "epoch": 2, "loss": 0.5, "val": None},
+    ]
+    assert mean_rows(rows) == [{"epoch": 1, "loss": 2.0, "val": 2.0}, {"epoch": 2, "loss": 0.5}]

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from emoprune.cnn_cv import adam, collect_activations, load_cnn_checkpoint, save_cnn
 from emoprune.models.cnn import CNN
-from emoprune.pruning import PruneMask, prune_model, shrink
-from emoprune.training import fit, predict_proba, resolve_device, seed_everything
+from emoprune.pruning.callbacks import collect_activations
+from emoprune.pruning.distinctiveness import prune_model
+from emoprune.pruning.mask import PruneMask
+from emoprune.pruning.shrink import shrink
+from emoprune.training.checkpoints import load_cnn_checkpoint, save_cnn
+from emoprune.training.loop import adam, fit, predict_proba, resolve_device, seed_everything
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -31,8 +34,17 @@ def test_training_on_the_gpu_matches_the_cpu():
     for device in ("cpu", "cuda"):
         seed_everything(0)
         model = CNN(init="glorot").to(device)
-        history = fit(model, (x, y), (x[:16], y[:16]), optimizer=adam(model, 6e-4), epochs=2,
-                      batch_size=16, device=device, seed=0, progress=False)
+        history = fit(
+            model,
+            (x, y),
+            (x[:16], y[:16]),
+            optimizer=adam(model, 6e-4),
+            epochs=2,
+            batch_size=16,
+            device=device,
+            seed=0,
+            progress=False,
+        )
         losses[device] = [h.train_loss for h in history]
         assert next(model.parameters()).device.type == device
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=2e-3)
@@ -43,17 +55,37 @@ def test_a_gpu_checkpoint_loads_on_a_cpu_machine_and_resumes_on_the_gpu(tmp_path
     model = CNN(init="glorot").cuda()
     opt = adam(model, 6e-4)
     x, y = _data(16)
-    fit(model, (x.cuda(), y.cuda()), None, optimizer=opt, epochs=1, batch_size=8,
-        device="cuda", seed=0, progress=False)
+    fit(
+        model,
+        (x.cuda(), y.cuda()),
+        None,
+        optimizer=opt,
+        epochs=1,
+        batch_size=8,
+        device="cuda",
+        seed=0,
+        progress=False,
+    )
     save_cnn(tmp_path / "fold0_epoch001.pt", model, opt, epoch=1)
     loaded, meta, state = load_cnn_checkpoint(tmp_path / "fold0_epoch001.pt")
     assert next(loaded.parameters()).device.type == "cpu" and meta["epoch"] == 1
-    np.testing.assert_allclose(predict_proba(loaded, x, device="cpu"),
-                               predict_proba(model, x, device="cuda"), atol=1e-4)  # TF32 convs
+    np.testing.assert_allclose(
+        predict_proba(loaded, x, device="cpu"), predict_proba(model, x, device="cuda"), atol=1e-4
+    )  # TF32 convs
     loaded.cuda()
     resumed = adam(loaded, 6e-4, state)  # Adam's moments follow the model to the GPU
-    history = fit(loaded, (x, y), None, optimizer=resumed, epochs=2, start_epoch=1,
-                  batch_size=8, device="cuda", seed=0, progress=False)
+    history = fit(
+        loaded,
+        (x, y),
+        None,
+        optimizer=resumed,
+        epochs=2,
+        start_epoch=1,
+        batch_size=8,
+        device="cuda",
+        seed=0,
+        progress=False,
+    )
     assert [h.epoch for h in history] == [2] and np.isfinite(history[0].train_loss)
 
 
@@ -68,8 +100,17 @@ def test_pruning_on_the_gpu_keeps_neurons_dead_and_shrinks_exactly():
     assert sum(len(r) for r in mask.removed.values()) > 0
     opt = adam(model, 1e-2)
     mask.attach(opt)
-    fit(model, (x.cuda(), y.cuda()), None, optimizer=opt, epochs=2, batch_size=8,
-        device="cuda", seed=0, progress=False)
+    fit(
+        model,
+        (x.cuda(), y.cuda()),
+        None,
+        optimizer=opt,
+        epochs=2,
+        batch_size=8,
+        device="cuda",
+        seed=0,
+        progress=False,
+    )
     for layer in mask.layers:
         fc_in, fc_out = model.fc_pair(layer)
         dead = sorted(mask.removed[layer])
@@ -79,8 +120,7 @@ def test_pruning_on_the_gpu_keeps_neurons_dead_and_shrinks_exactly():
     assert next(small.parameters()).device.type == "cuda"
     model.eval(), small.eval()
     with torch.inference_mode():
-        torch.testing.assert_close(small(x[:8].cuda()), model(x[:8].cuda()), rtol=1e-4,
-                                   atol=1e-5)
+        torch.testing.assert_close(small(x[:8].cuda()), model(x[:8].cuda()), rtol=1e-4, atol=1e-5)
 
 
 def test_resnet18_trains_channels_last_on_the_gpu():
@@ -92,6 +132,15 @@ def test_resnet18_trains_channels_last_on_the_gpu():
     opt, _ = make_optimizer_and_scheduler(model)
     x, y = _data(16, 224)
     x = x.cuda().contiguous(memory_format=torch.channels_last)
-    history = fit(model, (x, y.cuda()), None, optimizer=opt, epochs=2, batch_size=8,
-                  device="cuda", seed=0, progress=False)
+    history = fit(
+        model,
+        (x, y.cuda()),
+        None,
+        optimizer=opt,
+        epochs=2,
+        batch_size=8,
+        device="cuda",
+        seed=0,
+        progress=False,
+    )
     assert all(np.isfinite(h.train_loss) for h in history)

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from emoprune.data.ingest import read_manifest
-
 import tinyrepo
 from conftest import subprocess_env
+from emoprune.data.ingest import read_manifest
 
 pytestmark = pytest.mark.e2e
+
 
 def sh(repo: Path, *cmd: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return tinyrepo.run(repo, *cmd, timeout=timeout)
@@ -58,8 +58,16 @@ def test_mlflow_runs_and_tags(pipeline):
     parents = [r for r in all_runs if r.data.tags.get("emoprune.role") == "pipeline"]
     assert len(parents) == 1
     stages = {r.info.run_name: r for r in all_runs if r not in parents}
-    assert {"ingest", "resize", "features", "train_mlp", "train_cnn", "prune_cnn",
-            "finetune_resnet", "evaluate"} <= set(stages)
+    assert {
+        "ingest",
+        "resize",
+        "features",
+        "train_mlp",
+        "train_cnn",
+        "prune_cnn",
+        "finetune_resnet",
+        "evaluate",
+    } <= set(stages)
     head = sh(repo, "git", "rev-parse", "HEAD~1").stdout.strip()  # the commit repro ran on
     for name, r in stages.items():
         tags = r.data.tags
@@ -107,9 +115,14 @@ def test_a_killed_stage_leaves_nothing_and_reruns_to_the_same_metrics(pipeline, 
     before = tinyrepo.read_metrics(repo)
     started = time.time()
     env = subprocess_env(TORCH_HOME=str(repo.parent / "torch-home"))
-    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "train_cnn"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["dvc", "repro", "-f", "-s", "train_cnn"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _wait_for_first_epoch(repo)
         # The whole process group, as a terminal's Ctrl-C or a `kill -9` of the job would.
@@ -125,14 +138,17 @@ def test_a_killed_stage_leaves_nothing_and_reruns_to_the_same_metrics(pipeline, 
     sh(repo, "dvc", "repro")
     assert not list((repo / "outputs/models").glob(".*.tmp"))
     assert tinyrepo.read_metrics(repo) == before
-    killed = [r for r in runs(repo)[1] if r.info.run_name == "train_cnn"
-              and r.info.start_time / 1000 > started]
+    killed = [
+        r
+        for r in runs(repo)[1]
+        if r.info.run_name == "train_cnn" and r.info.start_time / 1000 > started
+    ]
     statuses = sorted(r.info.status for r in killed)
     assert statuses == ["FINISHED", "KILLED"], statuses  # never left RUNNING
 
 
 def test_train_cnn_outputs_and_tracking(pipeline):
-    from emoprune.cnn_cv import load_cnn_checkpoint
+    from emoprune.training.checkpoints import load_cnn_checkpoint
 
     repo, _, _ = pipeline
     for k in (0, 1):
@@ -149,12 +165,19 @@ def test_train_cnn_outputs_and_tracking(pipeline):
     assert epochs[0].split("\t")[:3] == ["epoch", "train_loss", "train_acc"] and len(epochs) == 3
     client, all_runs = runs(repo)
     run = next(r for r in all_runs if r.info.run_name == "train_cnn")
-    for name in ("fold0/train_loss", "fold1/val_acc", "val_acc", "fc2/min_angle",
-                 "fold0/fc1/max_angle"):
+    for name in (
+        "fold0/train_loss",
+        "fold1/val_acc",
+        "val_acc",
+        "fc2/min_angle",
+        "fold0/fc1/max_angle",
+    ):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2], name
     models = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id], output_format="list",
-        filter_string=f"source_run_id='{run.info.run_id}'")
+        experiment_ids=[run.info.experiment_id],
+        output_format="list",
+        filter_string=f"source_run_id='{run.info.run_id}'",
+    )
     assert {m.name for m in models} == {"model_fold0", "model_fold1"}
     info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model_fold0")
     assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 3, 227, 227)
@@ -167,8 +190,17 @@ def test_train_cnn_outputs_and_tracking(pipeline):
 def test_prune_cnn_outputs(pipeline):
     repo, _, _ = pipeline
     metrics = json.loads((repo / "reports/prune_cnn/metrics.json").read_text())
-    for key in ("val_acc_before", "val_acc_after_first_prune", "val_acc", "val_f1",
-                "fc1_left", "fc2_left", "fc3_left", "params_shrunk", "latency_ms_shrunk"):
+    for key in (
+        "val_acc_before",
+        "val_acc_after_first_prune",
+        "val_acc",
+        "val_f1",
+        "fc1_left",
+        "fc2_left",
+        "fc3_left",
+        "params_shrunk",
+        "latency_ms_shrunk",
+    ):
         assert set(metrics[key]) == {"mean", "std"}, key
     assert metrics["threshold"] == 25
     header = (repo / "reports/prune_cnn/angles.tsv").read_text().splitlines()[0].split("\t")
@@ -180,8 +212,9 @@ def test_prune_cnn_outputs(pipeline):
 def test_exp_run_threshold_reruns_only_pruning(pipeline):
     repo, _, _ = pipeline
     proc = sh(repo, "dvc", "exp", "run", "-n", "t15", "-S", "prune.threshold=15")
-    ran = {line.split("'")[1] for line in proc.stdout.splitlines()
-           if line.startswith("Running stage")}
+    ran = {
+        line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")
+    }
     assert ran == {"prune_cnn", "evaluate"}, proc.stdout
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
@@ -190,8 +223,11 @@ def test_exp_run_threshold_reruns_only_pruning(pipeline):
     params = names["t15"]["data"]["params"]["params.yaml"]["data"]
     assert params["prune"]["threshold"] == 15
     client, all_runs = runs(repo)
-    pruned = [r for r in all_runs if r.info.run_name == "prune_cnn"
-              and r.data.tags.get("dvc.exp_name") == "t15"]
+    pruned = [
+        r
+        for r in all_runs
+        if r.info.run_name == "prune_cnn" and r.data.tags.get("dvc.exp_name") == "t15"
+    ]
     assert len(pruned) == 1
     run = pruned[0]
     assert run.data.params["prune.threshold"] == "15.0"
@@ -221,9 +257,12 @@ def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
     metrics = json.loads((repo / "reports/evaluate/metrics.json").read_text())
     for model in ("mlp", "cnn", "pruned", "resnet18"):
         assert {"acc_mean", "acc_std", "f1_mean", "f1_std", "recall", "n_params"} <= set(
-            metrics[model]), model
+            metrics[model]
+        ), model
         assert len(metrics[model]["recall"]) == 7
-    assert metrics["cnn"]["folds"] == metrics["pruned"]["folds"] == metrics["mlp"]["folds"] == [0, 1]
+    assert (
+        metrics["cnn"]["folds"] == metrics["pruned"]["folds"] == metrics["mlp"]["folds"] == [0, 1]
+    )
     assert metrics["resnet18"]["folds"] == [0] and metrics["resnet18"]["weights"] == "random"
     assert "neurons_removed" in metrics["pruned"] and "ms_per_image" in metrics["cnn"]
     report = (repo / "reports/evaluate/comparison.md").read_text()
@@ -232,8 +271,11 @@ def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
     confusion = (repo / "reports/evaluate/confusion/cnn.tsv").read_text().splitlines()
     assert confusion[0] == "actual\tpredicted" and len(confusion) == 28
     client, all_runs = runs(repo)
-    run = next(r for r in all_runs if r.info.run_name == "evaluate"
-               and r.data.tags["dvc.exp_name"] == "workspace")
+    run = next(
+        r
+        for r in all_runs
+        if r.info.run_name == "evaluate" and r.data.tags["dvc.exp_name"] == "workspace"
+    )
     for key in ("cnn/acc_mean", "pruned/acc_mean", "mlp/f1_mean", "resnet18/acc_mean"):
         assert key in run.data.metrics, key
     assert run.data.params["prune.threshold"] == "25" and run.data.params["cnn.epochs"] == "2"
@@ -246,10 +288,23 @@ def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
 def test_mlflow_run_experiment_nests_the_stages_under_its_run(pipeline):
     """The MLproject's experiment entry point, exactly as a user types it (plus tiny epochs)."""
     repo, _, _ = pipeline
-    proc = sh(repo, "mlflow", "run", ".", "-e", "experiment", "-P", "threshold=20",
-              "-P", "epochs=2", "--env-manager", "local")
-    ran = {line.split("'")[1] for line in proc.stdout.splitlines()
-           if line.startswith("Running stage")}
+    proc = sh(
+        repo,
+        "mlflow",
+        "run",
+        ".",
+        "-e",
+        "experiment",
+        "-P",
+        "threshold=20",
+        "-P",
+        "epochs=2",
+        "--env-manager",
+        "local",
+    )
+    ran = {
+        line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")
+    }
     assert ran == {"prune_cnn", "evaluate"}, proc.stdout
     # No MLFLOW_TRACKING_URI: `mlflow run` and the stages share the repo's sqlite store.
     client, launched = runs(repo, "Default")
@@ -263,7 +318,8 @@ def test_mlflow_run_experiment_nests_the_stages_under_its_run(pipeline):
         assert r.info.status == "FINISHED" and r.data.tags["dvc.exp_name"] != "workspace"
     assert stages["prune_cnn"].data.params["prune.threshold"] == "20.0"
     assert "evaluate/plots/confusion_cnn.png" in {
-        a.path for a in client.list_artifacts(stages["evaluate"].info.run_id, "evaluate/plots")}
+        a.path for a in client.list_artifacts(stages["evaluate"].info.run_id, "evaluate/plots")
+    }
     assert sh(repo, "git", "status", "--porcelain", "--", "mlruns").stdout == ""  # ignored
 
 
@@ -292,8 +348,9 @@ def test_sweep_runs_three_thresholds_in_parallel_on_one_sqlite_store(pipeline):
         stages = {r.info.run_name: r for r in mine if r is not parent[0]}
         assert set(stages) == {"prune_cnn", "evaluate"}, (name, set(stages))
         assert all(r.info.status == "FINISHED" for r in stages.values())
-        assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
-                   for r in stages.values())
+        assert all(
+            r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in stages.values()
+        )
         assert stages["prune_cnn"].data.params["prune.threshold"] == f"{float(t)}"
     history = client.get_metric_history(sweep[0].info.run_id, "pruned/acc_mean")
     assert sorted(m.step for m in history) == [12, 18, 30]  # accuracy against threshold

@@ -9,8 +9,16 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from emoprune import evaluation as ev
-from emoprune.plots import close
+from emoprune.evaluation.figures import accuracy_bars, close, confusion_figure
+from emoprune.evaluation.leakage import duplicate_twins
+from emoprune.evaluation.report import comparison_markdown
+from emoprune.evaluation.scores import (
+    confusion_rows,
+    fold_scores,
+    pooled_predictions,
+    proba_from_npz,
+)
+from emoprune.evaluation.statistics import paired_comparison
 
 CLASSES = ["A", "B", "C"]
 
@@ -33,15 +41,14 @@ def case():
 
 def test_fold_scores_hand_made(case):
     labels, folds, proba = case
-    s = ev.fold_scores(proba, labels, folds, 3, CLASSES, model="cnn")
+    s = fold_scores(proba, labels, folds, 3, CLASSES, model="cnn")
     # fold 0: true 0,1,2,0 pred 0,1,0,0 -> 3/4; fold 1: true 0,1,2,1 pred 0,0,2,2 -> 2/4
     assert s["acc_by_fold"] == {0: 0.75, 1: 0.5}
     assert s["folds"] == [0, 1]
     assert s["acc_mean"] == pytest.approx(0.625)
     assert s["acc_std"] == pytest.approx(np.std([0.75, 0.5], ddof=1))  # 0.1768, not 0.125
     assert s["acc_std"] == pytest.approx(0.17677, abs=1e-4)
-    f1_0 = f1_score([0, 1, 2, 0], [0, 1, 0, 0], average="macro", labels=[0, 1, 2],
-                    zero_division=0)
+    f1_0 = f1_score([0, 1, 2, 0], [0, 1, 0, 0], average="macro", labels=[0, 1, 2], zero_division=0)
     assert s["f1_by_fold"][0] == pytest.approx(f1_0)
     assert s["f1_mean"] == pytest.approx(np.mean(list(s["f1_by_fold"].values())))
     # pooled: true 0 -> [0,0,0]; true 1 -> [1,0,2]; true 2 -> [0,2]
@@ -52,7 +59,7 @@ def test_fold_scores_hand_made(case):
 
 def test_fold_scores_subset_of_folds(case):
     labels, folds, proba = case
-    s = ev.fold_scores({0: proba[0]}, labels, folds, 3, CLASSES, model="resnet18")
+    s = fold_scores({0: proba[0]}, labels, folds, 3, CLASSES, model="resnet18")
     assert s["folds"] == [0]
     assert s["acc_mean"] == 0.75 and s["acc_std"] == 0.0
     assert np.sum(s["confusion"]) == 4
@@ -61,19 +68,18 @@ def test_fold_scores_subset_of_folds(case):
 def test_fold_scores_wrong_length_names_model_and_fold(case):
     labels, folds, proba = case
     with pytest.raises(ValueError, match=r"resnet34.*fold 1"):
-        ev.fold_scores({0: proba[0], 1: proba[1][:3]}, labels, folds, 3, CLASSES,
-                       model="resnet34")
+        fold_scores({0: proba[0], 1: proba[1][:3]}, labels, folds, 3, CLASSES, model="resnet34")
 
 
 def test_proba_from_npz_keys():
-    out = ev.proba_from_npz({"fold2": np.zeros((1, 3)), "fold0": np.ones((2, 3))})
+    out = proba_from_npz({"fold2": np.zeros((1, 3)), "fold0": np.ones((2, 3))})
     assert list(out) == [0, 2]
 
 
 def test_paired_comparison_matches_scipy():
     a = {0: 0.30, 1: 0.35, 2: 0.33, 3: 0.31, 4: 0.36, 9: 0.5}  # fold 9 not shared
     b = {0: 0.32, 1: 0.34, 2: 0.36, 3: 0.35, 4: 0.37}
-    r = ev.paired_comparison(a, b, "CNN", "pruned CNN")
+    r = paired_comparison(a, b, "CNN", "pruned CNN")
     xa, xb = [a[k] for k in range(5)], [b[k] for k in range(5)]
     assert r["n"] == 5 and r["folds"] == [0, 1, 2, 3, 4]
     assert r["mean_diff"] == pytest.approx(np.mean(np.subtract(xb, xa)))
@@ -85,7 +91,7 @@ def test_paired_comparison_matches_scipy():
 def test_verdict_not_significant():
     a = {k: v for k, v in enumerate([0.30, 0.35, 0.33, 0.31, 0.36])}
     b = {k: v for k, v in enumerate([0.33, 0.32, 0.35, 0.30, 0.37])}
-    r = ev.paired_comparison(a, b, "CNN", "pruned CNN")
+    r = paired_comparison(a, b, "CNN", "pruned CNN")
     assert r["t_pvalue"] >= 0.05
     v = r["verdict"]
     assert v.startswith("With 5 folds, the pruned CNN's accuracy differs from the CNN's by +0.")
@@ -95,7 +101,7 @@ def test_verdict_not_significant():
 def test_verdict_significant():
     a = {k: v for k, v in enumerate([0.30, 0.35, 0.33, 0.31, 0.36])}
     b = {k: v + d for k, (v, d) in enumerate(zip(a.values(), [0.05, 0.06, 0.05, 0.07, 0.06]))}
-    r = ev.paired_comparison(a, b, "CNN", "pruned CNN")
+    r = paired_comparison(a, b, "CNN", "pruned CNN")
     assert r["t_pvalue"] < 0.05
     assert "+5.8 points" in r["verdict"]
     assert "evidence that the pruned CNN scores higher" in r["verdict"]
@@ -103,19 +109,19 @@ def test_verdict_significant():
 
 
 def test_verdict_too_few_folds_and_undefined_tests():
-    r = ev.paired_comparison({0: 0.3, 1: 0.4}, {0: 0.35, 1: 0.5}, "CNN", "pruned CNN")
+    r = paired_comparison({0: 0.3, 1: 0.4}, {0: 0.35, 1: 0.5}, "CNN", "pruned CNN")
     assert r["n"] == 2 and "too few" in r["verdict"]
-    one = ev.paired_comparison({0: 0.3}, {0: 0.35}, "CNN", "pruned CNN")
+    one = paired_comparison({0: 0.3}, {0: 0.35}, "CNN", "pruned CNN")
     assert one["t_pvalue"] is None and one["wilcoxon_pvalue"] is None
     assert "2" in one["t_reason"] and "too few" in one["verdict"]
-    same = ev.paired_comparison({0: .3, 1: .4, 2: .5}, {0: .3, 1: .4, 2: .5}, "CNN", "pruned")
+    same = paired_comparison({0: 0.3, 1: 0.4, 2: 0.5}, {0: 0.3, 1: 0.4, 2: 0.5}, "CNN", "pruned")
     assert same["wilcoxon_pvalue"] is None and "zero" in same["wilcoxon_reason"]
 
 
 def test_duplicate_twins_across_folds_only():
     sha = ["a", "b", "c", "a", "d", "d", "e"]
     folds = np.array([0, 0, 1, 1, 2, 2, 2])  # "a" spans folds 0/1; "d" twice inside fold 2
-    t = ev.duplicate_twins(sha, folds)
+    t = duplicate_twins(sha, folds)
     assert t["per_fold"] == {0: 1, 1: 1, 2: 0}
     assert t["total"] == 2
     assert t["examples"] == [(0, 3), (3, 0)]
@@ -123,21 +129,48 @@ def test_duplicate_twins_across_folds_only():
 
 def results():
     return {
-        "cnn": {"acc_mean": 0.352, "acc_std": 0.012, "f1_mean": 0.30, "f1_std": 0.02,
-                "folds": [0, 1, 2, 3, 4], "train_acc_mean": 0.99, "n_params": 1_234_567,
-                "ms_per_image": 0.8, "acc_by_fold": dict(enumerate([.34, .35, .36, .35, .36]))},
-        "pruned": {"acc_mean": 0.36, "acc_std": 0.01, "f1_mean": 0.31, "f1_std": 0.02,
-                   "folds": [0, 1, 2, 3, 4], "neurons_removed": {"fc1": 12}},
-        "resnet18": {"acc_mean": 0.72, "acc_std": 0.0, "f1_mean": 0.7, "f1_std": 0.0,
-                     "folds": [0], "weights": "random"},
+        "cnn": {
+            "acc_mean": 0.352,
+            "acc_std": 0.012,
+            "f1_mean": 0.30,
+            "f1_std": 0.02,
+            "folds": [0, 1, 2, 3, 4],
+            "train_acc_mean": 0.99,
+            "n_params": 1_234_567,
+            "ms_per_image": 0.8,
+            "acc_by_fold": dict(enumerate([0.34, 0.35, 0.36, 0.35, 0.36])),
+        },
+        "pruned": {
+            "acc_mean": 0.36,
+            "acc_std": 0.01,
+            "f1_mean": 0.31,
+            "f1_std": 0.02,
+            "folds": [0, 1, 2, 3, 4],
+            "neurons_removed": {"fc1": 12},
+        },
+        "resnet18": {
+            "acc_mean": 0.72,
+            "acc_std": 0.0,
+            "f1_mean": 0.7,
+            "f1_std": 0.0,
+            "folds": [0],
+            "weights": "random",
+        },
     }
 
 
 def test_comparison_markdown():
-    paired = ev.paired_comparison({0: .3, 1: .4}, {0: .35, 1: .5}, "CNN", "pruned CNN")
+    paired = paired_comparison({0: 0.3, 1: 0.4}, {0: 0.35, 1: 0.5}, "CNN", "pruned CNN")
     twins = {"per_fold": {0: 2, 1: 0}, "total": 2, "examples": [(3, 10)]}
-    md = ev.comparison_markdown(results(), protocol="none", n_folds=5, paired=paired,
-                                weights_note=None, twins=twins, class_names=CLASSES)
+    md = comparison_markdown(
+        results(),
+        protocol="none",
+        n_folds=5,
+        paired=paired,
+        weights_note=None,
+        twins=twins,
+        class_names=CLASSES,
+    )
     header = next(line for line in md.splitlines() if line.startswith("| model"))
     assert "published train acc" in header and "published test acc" in header
     cnn_row = next(line for line in md.splitlines() if line.startswith("| CNN |"))
@@ -157,24 +190,32 @@ def test_comparison_markdown():
 def test_comparison_markdown_clean_run_has_no_warnings():
     r = results()
     r["resnet18"].update(acc_mean=0.33, weights="imagenet")
-    md = ev.comparison_markdown(r, protocol="clip", n_folds=5, paired=None, weights_note=None,
-                                twins={"per_fold": {0: 0}, "total": 0, "examples": []},
-                                class_names=CLASSES)
+    md = comparison_markdown(
+        r,
+        protocol="clip",
+        n_folds=5,
+        paired=None,
+        weights_note=None,
+        twins={"per_fold": {0: 0}, "total": 0, "examples": []},
+        class_names=CLASSES,
+    )
     assert "LEAKAGE CAUTION" not in md and "NOT transfer learning" not in md
     assert "WARNING" not in md and "cv.group_by=clip" in md
 
 
 def test_figures_render_and_confusion_rows(case):
     labels, folds, proba = case
-    s = ev.fold_scores(proba, labels, folds, 3, CLASSES)
-    for fig in (ev.confusion_figure(np.array(s["confusion"]), CLASSES, "cnn"),
-                ev.accuracy_bars(results(), n_classes=3)):
+    s = fold_scores(proba, labels, folds, 3, CLASSES)
+    for fig in (
+        confusion_figure(np.array(s["confusion"]), CLASSES, "cnn"),
+        accuracy_bars(results(), n_classes=3),
+    ):
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         assert buf.tell() > 1000
         close(fig)
-    _, y_true, y_pred = ev.pooled_predictions(proba, labels, folds, 3)
-    rows = ev.confusion_rows(y_true, y_pred, CLASSES)
+    _, y_true, y_pred = pooled_predictions(proba, labels, folds, 3)
+    rows = confusion_rows(y_true, y_pred, CLASSES)
     assert len(rows) == len(labels)
     assert rows[0] == {"actual": "A", "predicted": "A"}
     assert sum(r == {"actual": "B", "predicted": "C"} for r in rows) == 1

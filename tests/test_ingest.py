@@ -7,14 +7,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO, subprocess_env
+from emoprune.choices import EMOTIONS
 from emoprune.data.ingest import (
-    assign_folds, build_manifest, clip_of, manifest_csv, read_manifest, scan,
+    assign_folds,
+    build_manifest,
+    clip_of,
+    manifest_csv,
+    read_manifest,
+    scan,
 )
 from emoprune.errors import UserError
-from emoprune.outputs import write_text
-from emoprune.params import EMOTIONS
-
-from conftest import REPO, subprocess_env
+from emoprune.pipeline.outputs import write_text
 
 
 def first(raw: Path, emotion: str) -> Path:
@@ -55,12 +59,15 @@ def test_clip_of_sfew_names():
     assert clip_of("Black_Swan_001_02.png") == "Black_Swan_001"
 
 
-@pytest.mark.parametrize("breakage, reason", [
-    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "unreadable"),
-    (lambda p: p.write_bytes(b""), "empty file"),
-    (lambda p: p.write_text("this is not a png"), "not an image"),
-    (lambda p: Image.new("RGB", (1, 1)).save(p), "too small"),
-])
+@pytest.mark.parametrize(
+    "breakage, reason",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "unreadable"),
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_text("this is not a png"), "not an image"),
+        (lambda p: Image.new("RGB", (1, 1)).save(p), "too small"),
+    ],
+)
 def test_broken_files_are_skipped_with_a_reason(raw_copy, breakage, reason):
     victim = first(raw_copy, "Happy")
     breakage(victim)
@@ -84,8 +91,11 @@ def test_grey_rgba_and_palette_frames_are_noted(raw_copy):
         Image.open(p).convert(mode).save(p)
     records, _ = scan(raw_copy, EMOTIONS)
     notes = {r.emotion: r.checks for r in records if r.checks != "ok"}
-    assert notes == {"Fear": "converted L to RGB", "Sad": "converted RGBA to RGB",
-                     "Angry": "converted P to RGB"}
+    assert notes == {
+        "Fear": "converted L to RGB",
+        "Sad": "converted RGBA to RGB",
+        "Angry": "converted P to RGB",
+    }
 
 
 def test_class_folders_match_case_insensitively(raw_copy):
@@ -94,13 +104,18 @@ def test_class_folders_match_case_insensitively(raw_copy):
     assert Counter(r.emotion for r in records)["Happy"] == 4
 
 
-@pytest.mark.parametrize("mutate, culprit", [
-    (lambda raw: (raw / "Contempt").mkdir(), "Contempt: unknown class folder"),
-    (lambda raw: [p.unlink() for p in (raw / "Fear").iterdir()], "Fear: no usable images"),
-    (lambda raw: [p.unlink() for p in sorted((raw / "Sad").iterdir())[1:]],
-     "Sad: 1 usable images in class Sad, fewer than cv.folds=2"),
-    (lambda raw: __import__("shutil").rmtree(raw / "Neutral"), "Neutral: class folder missing"),
-])
+@pytest.mark.parametrize(
+    "mutate, culprit",
+    [
+        (lambda raw: (raw / "Contempt").mkdir(), "Contempt: unknown class folder"),
+        (lambda raw: [p.unlink() for p in (raw / "Fear").iterdir()], "Fear: no usable images"),
+        (
+            lambda raw: [p.unlink() for p in sorted((raw / "Sad").iterdir())[1:]],
+            "Sad: 1 usable images in class Sad, fewer than cv.folds=2",
+        ),
+        (lambda raw: __import__("shutil").rmtree(raw / "Neutral"), "Neutral: class folder missing"),
+    ],
+)
 def test_structural_problems_are_user_errors(raw_copy, mutate, culprit):
     mutate(raw_copy)
     with pytest.raises(UserError) as exc:
@@ -125,8 +140,14 @@ def test_manifest_round_trip(tiny_sample, tmp_path):
 def run_ingest(workdir: Path, raw: Path, folds: int = 2):
     (workdir / "params.yaml").write_text(f"data:\n  raw: {raw.as_posix()}\ncv:\n  folds: {folds}\n")
     (workdir / "dvc.yaml").write_text("stages: {}\n")
-    return subprocess.run([sys.executable, str(REPO / "stages" / "ingest.py")], cwd=workdir,
-                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / "ingest.py")],
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_stage_writes_manifest_and_report(tiny_sample, tmp_path):

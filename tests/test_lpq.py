@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.reference import lpq_reference
 from emoprune.features import lpq
 from emoprune.features.lpq import lpq_code_image
-from emoprune.features.reference import lpq_reference
 
 
 @pytest.mark.parametrize("win_size", [3, 5, 7])

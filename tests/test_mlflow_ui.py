@@ -20,20 +20,37 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
 # Headless as root, and quiet: with background networking on, Chromium keeps dialling Google's
 # hosts, which this machine's closed network refuses.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = REPO / "test-artifacts" / "browser"
-STAGES = ("ingest", "resize", "features", "train_mlp", "train_cnn", "prune_cnn",
-          "finetune_resnet", "evaluate")
+STAGES = (
+    "ingest",
+    "resize",
+    "features",
+    "train_mlp",
+    "train_cnn",
+    "prune_cnn",
+    "finetune_resnet",
+    "evaluate",
+)
 TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
 def browser():
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium with apt-get, "
-                    "and that was impossible here")
+        pytest.skip(
+            f"{CHROMIUM} is missing: .ci/run installs Debian's chromium with apt-get, "
+            "and that was impossible here"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -64,18 +81,28 @@ def page(browser, request):
 
 
 def _finished(client, exp_id: str, stage: str):
-    return client.search_runs([exp_id], f"tags.`dvc.stage` = '{stage}' and "
-                                        "attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=1)[0]
+    return client.search_runs(
+        [exp_id],
+        f"tags.`dvc.stage` = '{stage}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
 
 
 def test_experiment_page_lists_the_stage_runs_by_name(ui, page):
     url, client, exp_id = ui
     # A pipeline run whose children are all eight stages (a full repro).
-    parent = next(p for p in client.search_runs(
-        [exp_id], "tags.`emoprune.role` = 'pipeline'", order_by=["attributes.start_time DESC"])
-        if {r.info.run_name for r in client.search_runs(
-            [exp_id], f"tags.`mlflow.parentRunId` = '{p.info.run_id}'")} >= set(STAGES))
+    parent = next(
+        p
+        for p in client.search_runs(
+            [exp_id], "tags.`emoprune.role` = 'pipeline'", order_by=["attributes.start_time DESC"]
+        )
+        if {
+            r.info.run_name
+            for r in client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{p.info.run_id}'")
+        }
+        >= set(STAGES)
+    )
     page.goto(f"{url}/#/experiments/{exp_id}/runs")
     row = page.locator(f"[role=row][row-id='{parent.info.run_id}']")
     # Stage runs are nested: expand the pipeline run, as a user clicks its [+].
@@ -92,11 +119,19 @@ def test_prune_cnn_metric_page_draws_the_angle_trace(ui, page):
     metric = "fold0/fc2/min_angle"
     assert client.get_metric_history(run.info.run_id, metric)
     # The route the UI itself builds when a metric name is clicked on the run page.
-    query = {"runs": json.dumps([run.info.run_id]), "metric": json.dumps(metric),
-             "experiments": json.dumps([exp_id]), "plot_metric_keys": json.dumps([metric]),
-             "plot_layout": "{}", "x_axis": "step", "y_axis_scale": "linear",
-             "line_smoothness": "1", "show_point": "false", "deselected_curves": "[]",
-             "last_linear_y_axis_range": "[]"}
+    query = {
+        "runs": json.dumps([run.info.run_id]),
+        "metric": json.dumps(metric),
+        "experiments": json.dumps([exp_id]),
+        "plot_metric_keys": json.dumps([metric]),
+        "plot_layout": "{}",
+        "x_axis": "step",
+        "y_axis_scale": "linear",
+        "line_smoothness": "1",
+        "show_point": "false",
+        "deselected_curves": "[]",
+        "last_linear_y_axis_range": "[]",
+    }
     page.goto(f"{url}/#/metric?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}")
     line = page.locator(".scatterlayer path.js-line").first
     line.wait_for()
@@ -113,7 +148,9 @@ def test_evaluate_artifacts_show_the_confusion_matrix(ui, page):
     page.get_by_text("confusion_cnn.png", exact=True).first.wait_for()
     image = page.locator(f"img[alt='{path}']").first
     image.wait_for()
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+    )
     assert image.evaluate("img => img.naturalWidth") > 100  # the PNG itself, decoded
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from emoprune.outputs import atomic_path, write_json, write_tsv
+from emoprune.pipeline.outputs import atomic_path, write_json, write_tsv
 
 
 def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path):

@@ -1,9 +1,9 @@
 import pytest
 
-from emoprune.errors import UserError
-from emoprune.params import EMOTIONS, load_params, parse_params
-
 from conftest import REPO
+from emoprune.choices import EMOTIONS
+from emoprune.errors import UserError
+from emoprune.pipeline.params import load_params, parse_params
 
 
 def test_repo_params_load_and_hold_the_papers_defaults():
@@ -13,20 +13,23 @@ def test_repo_params_load_and_hold_the_papers_defaults():
     assert (p.cv.folds, p.resize.cnn, p.resize.resnet) == (5, 227, 224)
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"cv": {"folds": 1}}, "params.yaml: cv.folds must be >= 2, got 1"),
-    ({"cv": {"folds": "five"}}, "params.yaml: cv.folds must be an integer, got 'five'"),
-    ({"cv": {"folds": 2.5}}, "cv.folds must be an integer"),
-    ({"cv": {"group_by": "movie"}}, "cv.group_by must be one of none, clip"),
-    ({"cv": {"fold": 5}}, "params.yaml: unknown key cv.fold"),
-    ({"optimiser": {}}, "params.yaml: unknown key optimiser"),
-    ({"resize": {"cnn": 32}}, "resize.cnn must be >= 67"),
-    ({"device": "tpu"}, "device must be one of auto, cpu, cuda"),
-    ({"data": {"classes": "Happy"}}, "data.classes must be a list of strings"),
-    ({"data": {"classes": ["Happy", "happy"]}}, "data.classes must list at least two distinct"),
-    ({"cv": None}, "cv must be a mapping"),
-    ({"seed": True}, "seed must be an integer"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"cv": {"folds": 1}}, "params.yaml: cv.folds must be >= 2, got 1"),
+        ({"cv": {"folds": "five"}}, "params.yaml: cv.folds must be an integer, got 'five'"),
+        ({"cv": {"folds": 2.5}}, "cv.folds must be an integer"),
+        ({"cv": {"group_by": "movie"}}, "cv.group_by must be one of none, clip"),
+        ({"cv": {"fold": 5}}, "params.yaml: unknown key cv.fold"),
+        ({"optimiser": {}}, "params.yaml: unknown key optimiser"),
+        ({"resize": {"cnn": 32}}, "resize.cnn must be >= 67"),
+        ({"device": "tpu"}, "device must be one of auto, cpu, cuda"),
+        ({"data": {"classes": "Happy"}}, "data.classes must be a list of strings"),
+        ({"data": {"classes": ["Happy", "happy"]}}, "data.classes must list at least two distinct"),
+        ({"cv": None}, "cv must be a mapping"),
+        ({"seed": True}, "seed must be an integer"),
+    ],
+)
 def test_bad_values_name_the_key(raw, message):
     with pytest.raises(UserError) as exc:
         parse_params(raw)
@@ -47,21 +50,27 @@ def test_missing_and_invalid_yaml(tmp_path):
         load_params(tmp_path / "params.yaml")
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"cnn": {"lr": -0.1}}, "cnn.lr must be > 0, got -0.1"),
-    ({"cnn": {"batch_size": 0}}, "cnn.batch_size must be > 0, got 0"),
-    ({"prune": {"threshold": 0}}, "prune.threshold must be in (0, 90), got 0.0"),
-    ({"prune": {"threshold": 90}}, "prune.threshold must be in (0, 90), got 90.0"),
-    ({"prune": {"threshold": "wide"}}, "prune.threshold must be a number, got 'wide'"),
-    ({"prune": {"layers": ["fc9"]}}, "prune.layers must be drawn from fc1, fc2, fc3"),
-    ({"prune": {"layers": []}}, "prune.layers must list at least one"),
-    ({"prune": {"mode": "cosine"}}, "prune.mode must be one of output_weights"),
-    ({"prune": {"start_epoch": 50}}, "prune.start_epoch must be < cnn.epochs (50), got 50"),
-    ({"prune": {"start_epoch": 15}}, "prune.start_epoch must be a multiple of cnn.checkpoint_every"),
-    ({"features": {"lpq_win_size": 4}}, "features.lpq_win_size must be odd and >= 3"),
-    ({"features": {"phog_angle": 90}}, "features.phog_angle must be 180 or 360"),
-    ({"mlp": {"hidden": [0]}}, "mlp.hidden must list positive widths"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"cnn": {"lr": -0.1}}, "cnn.lr must be > 0, got -0.1"),
+        ({"cnn": {"batch_size": 0}}, "cnn.batch_size must be > 0, got 0"),
+        ({"prune": {"threshold": 0}}, "prune.threshold must be in (0, 90), got 0.0"),
+        ({"prune": {"threshold": 90}}, "prune.threshold must be in (0, 90), got 90.0"),
+        ({"prune": {"threshold": "wide"}}, "prune.threshold must be a number, got 'wide'"),
+        ({"prune": {"layers": ["fc9"]}}, "prune.layers must be drawn from fc1, fc2, fc3"),
+        ({"prune": {"layers": []}}, "prune.layers must list at least one"),
+        ({"prune": {"mode": "cosine"}}, "prune.mode must be one of output_weights"),
+        ({"prune": {"start_epoch": 50}}, "prune.start_epoch must be < cnn.epochs (50), got 50"),
+        (
+            {"prune": {"start_epoch": 15}},
+            "prune.start_epoch must be a multiple of cnn.checkpoint_every",
+        ),
+        ({"features": {"lpq_win_size": 4}}, "features.lpq_win_size must be odd and >= 3"),
+        ({"features": {"phog_angle": 90}}, "features.phog_angle must be 180 or 360"),
+        ({"mlp": {"hidden": [0]}}, "mlp.hidden must list positive widths"),
+    ],
+)
 def test_training_params_are_validated(raw, message):
     with pytest.raises(UserError) as exc:
         parse_params(raw)
@@ -70,7 +79,12 @@ def test_training_params_are_validated(raw, message):
 
 def test_paper_values_are_the_defaults():
     p = parse_params({})
-    assert (p.cnn.activation, p.cnn.lr, p.cnn.batch_size, p.cnn.epochs) == ("sigmoid", 0.0006, 32, 50)
+    assert (p.cnn.activation, p.cnn.lr, p.cnn.batch_size, p.cnn.epochs) == (
+        "sigmoid",
+        0.0006,
+        32,
+        50,
+    )
     assert (p.prune.threshold, p.prune.layers, p.prune.mode) == (25.0, ("fc2",), "output_weights")
     assert (p.mlp.pca_components, p.mlp.epochs) == (5, 450)
     assert (p.features.phog_bins, p.features.phog_angle, p.features.phog_levels) == (8, 360, 3)

@@ -6,6 +6,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from benchmarks.reference import (
+    anna_phog_reference,
+    edge_canny_reference,
+    rgb2gray_reference,
+    synthetic_face_frame,
+)
 from emoprune.features import compute_descriptors, lpq, phog
 from emoprune.features.phog import (
     bin_matrix,
@@ -14,12 +20,6 @@ from emoprune.features.phog import (
     phog_length,
     pyramid_histogram,
     rgb2gray_matlab,
-)
-from emoprune.features.reference import (
-    anna_phog_reference,
-    edge_canny_reference,
-    rgb2gray_reference,
-    synthetic_face_frame,
 )
 
 

@@ -10,20 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import subprocess_env
 from PIL import Image
 
+from conftest import subprocess_env
 from emoprune import predict
-from emoprune.checkpoints import save_checkpoint
 from emoprune.cli import main
-from emoprune.cnn_cv import load_cnn_checkpoint, save_cnn
 from emoprune.data.resize import resize_one
 from emoprune.features import compute_descriptors
 from emoprune.features.pca import fit_descriptor_pca
 from emoprune.features.phog import phog_length
 from emoprune.models.cnn import CNN
 from emoprune.models.mlp import mlp
-from emoprune.training import to_tensor_images
+from emoprune.training.checkpoints import load_cnn_checkpoint, save_checkpoint, save_cnn
+from emoprune.training.loop import to_tensor_images
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]
 MEAN, STD = [0.45, 0.40, 0.35], [0.25, 0.22, 0.20]
@@ -44,8 +43,15 @@ def project(tmp_path, monkeypatch, clean_env):
     for fold in (0, 1):
         torch.manual_seed(fold)
         model = CNN(hidden=(16, 8, 6), in_size=67, init="glorot")
-        save_cnn(f"outputs/models/cnn/fold{fold}.pt", model, fold=fold, mean=MEAN, std=STD,
-                 classes=CLASSES, epoch=3)
+        save_cnn(
+            f"outputs/models/cnn/fold{fold}.pt",
+            model,
+            fold=fold,
+            mean=MEAN,
+            std=STD,
+            classes=CLASSES,
+            epoch=3,
+        )
     (tmp_path / "imgs").mkdir()
     png = _noise_image(tmp_path / "imgs/small.png", 100, 80, seed=1)
     jpg = _noise_image(tmp_path / "imgs/frame.jpg", 720, 576, seed=2)
@@ -71,7 +77,7 @@ def test_cnn_prints_one_line_per_image_matching_the_model(project, capsys):
     out, err = capsys.readouterr()
     rows = _lines(out)
     assert [r[0] for r in rows] == names and err == ""
-    for (name, cls, prob), image in zip(rows, names):
+    for (_, cls, prob), image in zip(rows, names):
         ref = _direct_cnn_proba(CNN_CKPT, image)
         assert cls == CLASSES[int(ref.argmax())]
         assert 0.0 <= float(prob) <= 1.0 and prob == f"{ref.max():.2f}"
@@ -126,15 +132,18 @@ def test_bad_images_get_one_line_errors_and_the_good_one_still_prints(project, c
     assert errors[2] == "error: imgs/absent.png: no such file"
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--fold", "9"], "--fold 9"),
-    (["--model", "pruned"], "outputs/models/pruned/fold0.pt"),
-    (["--model", "resnet34"], "outputs/models/resnet/resnet34/fold0.pt"),
-    (["--model", "bogus"], "--model"),
-    (["--fold", "-1"], "--fold"),
-    (["--top", "0"], "--top"),
-    (["--model", "mlp", "--uri", "runs:/abc/model_fold0"], "--uri"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--fold", "9"], "--fold 9"),
+        (["--model", "pruned"], "outputs/models/pruned/fold0.pt"),
+        (["--model", "resnet34"], "outputs/models/resnet/resnet34/fold0.pt"),
+        (["--model", "bogus"], "--model"),
+        (["--fold", "-1"], "--fold"),
+        (["--top", "0"], "--top"),
+        (["--model", "mlp", "--uri", "runs:/abc/model_fold0"], "--uri"),
+    ],
+)
 def test_option_and_model_mistakes_are_one_line_exit_2(project, capsys, args, expected):
     _, names, _ = project
     assert main(["predict", names[0], *args]) == 2
@@ -163,15 +172,27 @@ def test_mlp_checkpoint_end_to_end(project, capsys):
     lpq_kw = {"win_size": 3, "decorrelate": True, "rho": 0.9}
     Path("outputs/features").mkdir(parents=True)
     Path("outputs/features/params.json").write_text(
-        json.dumps({"lpq": lpq_kw, "phog": phog_kw, "image_size": size, "gray": "rgb2gray"}))
+        json.dumps({"lpq": lpq_kw, "phog": phog_kw, "image_size": size, "gray": "rgb2gray"})
+    )
     rng = np.random.default_rng(0)
-    pcas = {"lpq": fit_descriptor_pca(rng.random((20, 256)), 3),
-            "phog": fit_descriptor_pca(rng.random((20, phog_length(size, size))), 2)}
+    pcas = {
+        "lpq": fit_descriptor_pca(rng.random((20, 256)), 3),
+        "phog": fit_descriptor_pca(rng.random((20, phog_length(size, size))), 2),
+    }
     torch.manual_seed(0)
     model = mlp(5, [4], 7)
-    save_checkpoint("outputs/models/mlp/fold0.pt", state_dict=model.state_dict(), meta={
-        "n_inputs": 5, "hidden": [4], "n_classes": 7, "fold": 0, "classes": CLASSES,
-        "pca": {n: p.to_meta() for n, p in pcas.items()}})
+    save_checkpoint(
+        "outputs/models/mlp/fold0.pt",
+        state_dict=model.state_dict(),
+        meta={
+            "n_inputs": 5,
+            "hidden": [4],
+            "n_classes": 7,
+            "fold": 0,
+            "classes": CLASSES,
+            "pca": {n: p.to_meta() for n, p in pcas.items()},
+        },
+    )
 
     assert main(["predict", "--model", "mlp", names[1]]) == 0
     [(path, cls, prob)] = _lines(capsys.readouterr().out)
@@ -195,9 +216,17 @@ def test_resnet_checkpoint_end_to_end(project, capsys):
     _, names, _ = project
     torch.manual_seed(0)
     model, _ = build_resnet("resnet18", 7, weights="none")
-    save_checkpoint("outputs/models/resnet/resnet18/fold0.pt", state_dict=model.state_dict(),
-                    meta={"arch": "resnet18", "weights": "random", "fold": 0, "n_classes": 7,
-                          "classes": CLASSES})
+    save_checkpoint(
+        "outputs/models/resnet/resnet18/fold0.pt",
+        state_dict=model.state_dict(),
+        meta={
+            "arch": "resnet18",
+            "weights": "random",
+            "fold": 0,
+            "n_classes": 7,
+            "classes": CLASSES,
+        },
+    )
     got = predict.load_predictor("resnet18", 0)([predict.read_image(names[0])])
     arr = resize_one(names[0], [224])[0][None].copy()
     with torch.no_grad():
@@ -213,8 +242,9 @@ def test_uri_loads_an_mlflow_model_with_the_local_fold_stats(project, capsys):
     root, names, _ = project
     model, _, _ = load_cnn_checkpoint(CNN_CKPT)
     # pickle format, pinned requirements: as tracking.log_model logs the pipeline's models.
-    mlflow.pytorch.save_model(model, root / "logged", serialization_format="pickle",
-                              pip_requirements=["torch"])
+    mlflow.pytorch.save_model(
+        model, root / "logged", serialization_format="pickle", pip_requirements=["torch"]
+    )
     uri = (root / "logged").as_uri()
     assert main(["predict", "--uri", uri, *names]) == 0
     logged = capsys.readouterr().out
@@ -236,16 +266,24 @@ def test_predictor_and_formatting_without_files():
     assert proba.shape == (2, 3) and np.allclose(proba.sum(1), 1.0)
     row = np.array([0.1, 0.7, 0.2])
     assert predict.format_line("x.png", row, ["a", "b", "c"]) == "x.png\tb\t0.70"
-    assert predict.format_line("x.png", row, ["a", "b", "c"], top=5) == \
-        "x.png\tb\t0.70\tb 0.70, c 0.20, a 0.10"
+    assert (
+        predict.format_line("x.png", row, ["a", "b", "c"], top=5)
+        == "x.png\tb\t0.70\tb 0.70, c 0.20, a 0.10"
+    )
     assert predict.uri_fold("runs:/abc/shrunk_fold3") == 3
     assert predict.uri_fold("models:/emo/1") is None
 
 
 def test_console_module_entry(project):
     root, names, _ = project
-    done = subprocess.run([sys.executable, "-m", "emoprune.cli", "predict", *names, "nope.png"],
-                          cwd=root, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "emoprune.cli", "predict", *names, "nope.png"],
+        cwd=root,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2 and done.stderr == "error: nope.png: no such file\n"
     assert [line.split("\t")[0] for line in done.stdout.splitlines()] == names

@@ -1,4 +1,4 @@
-"""Behaviour of Gedeon's distinctiveness pruning (src/emoprune/pruning.py)."""
+"""Behaviour of Gedeon's distinctiveness pruning (src/emoprune/pruning/)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from emoprune.evaluation.size import model_size_and_latency
 from emoprune.models.cnn import CNN, count_parameters
-from emoprune.pruning import (
-    PruneMask,
-    angles,
-    distinctiveness_step,
-    layer_angle_stats,
-    model_size_and_latency,
-    neuron_vectors,
-    prune_model,
-    shrink,
-)
+from emoprune.pruning.angles import angles, neuron_vectors
+from emoprune.pruning.distinctiveness import distinctiveness_step, layer_angle_stats, prune_model
+from emoprune.pruning.mask import PruneMask
+from emoprune.pruning.shrink import shrink
 
 SMALL = dict(hidden=(32, 16, 8), in_size=67)  # 67 is the smallest side the conv stack accepts
 

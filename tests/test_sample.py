@@ -4,8 +4,8 @@ import re
 import numpy as np
 from PIL import Image
 
+from emoprune.choices import EMOTIONS
 from emoprune.data import sample
-from emoprune.params import EMOTIONS
 
 NAME = re.compile(r"^[A-Za-z]+_\d{9}_\d{8}\.png$")
 
@@ -44,8 +44,10 @@ def test_deterministic_bytes_and_seed_matters(tiny_sample, tmp_path):
 
 def test_frames_vary_and_classes_differ(tiny_sample):
     # Not one template: frames differ, and the face region differs between classes.
-    frames = [np.asarray(Image.open(next(iter(sorted((tiny_sample / e).iterdir())))), dtype=float)
-              for e in EMOTIONS]
+    frames = [
+        np.asarray(Image.open(next(iter(sorted((tiny_sample / e).iterdir())))), dtype=float)
+        for e in EMOTIONS
+    ]
     diffs = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
     assert min(diffs) > 5
 

@@ -11,9 +11,9 @@ import yaml
 from mlflow.projects._project_spec import load_project
 
 from conftest import REPO
-from emoprune import sweep
 from emoprune.errors import UserError
-from emoprune.sweep import Result
+from emoprune.pipeline import sweep
+from emoprune.pipeline.sweep import Result
 
 
 def test_mlproject_entry_points_and_defaults_follow_params_yaml():
@@ -23,9 +23,12 @@ def test_mlproject_entry_points_and_defaults_follow_params_yaml():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     experiment = project.get_entry_point("experiment")
     defaults = {k: p.default for k, p in experiment.parameters.items()}
-    assert defaults == {"threshold": params["prune"]["threshold"], "lr": params["cnn"]["lr"],
-                        "batch_size": params["cnn"]["batch_size"],
-                        "epochs": params["cnn"]["epochs"]}
+    assert defaults == {
+        "threshold": params["prune"]["threshold"],
+        "lr": params["cnn"]["lr"],
+        "batch_size": params["cnn"]["batch_size"],
+        "epochs": params["cnn"]["epochs"],
+    }
     command = experiment.compute_command({"threshold": "20"}, storage_dir=None)
     assert command.startswith("dvc exp run ") and "-S prune.threshold=20" in command
     assert f"-S cnn.lr={params['cnn']['lr']}" in command
@@ -44,20 +47,27 @@ def test_parse_thresholds():
     assert sweep.parse_thresholds("17.5") == [17.5]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("15,abc", "threshold 'abc' is not a number"),
-    ("15,90", "threshold 90 must be in (0, 90)"),
-    ("", "no thresholds given"),
-    ("15,15", "thresholds repeat"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("15,abc", "threshold 'abc' is not a number"),
+        ("15,90", "threshold 90 must be in (0, 90)"),
+        ("", "no thresholds given"),
+        ("15,15", "thresholds repeat"),
+    ],
+)
 def test_bad_thresholds_are_one_line_errors(text, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         sweep.parse_thresholds(text)
 
 
 def test_bad_thresholds_exit_2_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "emoprune.cli", "sweep", "--thresholds", "x"],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "emoprune.cli", "sweep", "--thresholds", "x"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: sweep: threshold 'x' is not a number"
 
@@ -77,8 +87,7 @@ d4e5f6a  sweep-x-t20       10:00 AM   Running
 Worker status: 2 active, 0 idle
 """
     status = sweep.queue_status(text, ["sweep-x-t15", "sweep-x-t20", "sweep-x-t25"])
-    assert status == {"sweep-x-t15": "Success", "sweep-x-t20": "Running",
-                      "sweep-x-t25": "Queued"}
+    assert status == {"sweep-x-t15": "Success", "sweep-x-t20": "Running", "sweep-x-t25": "Queued"}
 
 
 def test_child_env_nests_under_the_sweep_run(monkeypatch, tmp_path):
@@ -95,8 +104,10 @@ def test_child_env_nests_under_the_sweep_run(monkeypatch, tmp_path):
 
 
 def test_summary_table_has_a_row_per_threshold():
-    results = [Result(15, "s-t15", "Success", {"pruned/acc_mean": 0.5}),
-               Result(20, "s-t20", "Failed", {})]
+    results = [
+        Result(15, "s-t15", "Success", {"pruned/acc_mean": 0.5}),
+        Result(20, "s-t20", "Failed", {}),
+    ]
     table = sweep.summary_table(results).splitlines()
     assert len(table) == 4 and table[0].startswith("| threshold | experiment | status |")
     assert table[2].startswith("| 15 | s-t15 | Success | 0.5 |")
@@ -105,15 +116,45 @@ def test_summary_table_has_a_row_per_threshold():
 
 
 def test_exp_metrics_come_from_dvc_exp_show():
-    shown = [{"rev": "workspace", "experiments": None},
-             {"rev": "abc", "experiments": [{"revs": [{"name": "s-t15", "data": {"metrics": {
-                 "reports/evaluate/metrics.json": {"data": {
-                     "pruned": {"acc_mean": 0.5, "acc_std": 0.1, "recall": [1, 2]},
-                     "cnn": {"acc_mean": 0.6}, "pruned_vs_cnn": {"mean_diff": -0.1}}}}}}]},
-                 {"revs": [{"name": "other", "data": {}}]}]}]
-    assert sweep.exp_metrics(shown, ["s-t15", "s-t20"]) == {"s-t15": {
-        "pruned/acc_mean": 0.5, "pruned/acc_std": 0.1, "cnn/acc_mean": 0.6,
-        "pruned_vs_cnn/mean_diff": -0.1}}
+    shown = [
+        {"rev": "workspace", "experiments": None},
+        {
+            "rev": "abc",
+            "experiments": [
+                {
+                    "revs": [
+                        {
+                            "name": "s-t15",
+                            "data": {
+                                "metrics": {
+                                    "reports/evaluate/metrics.json": {
+                                        "data": {
+                                            "pruned": {
+                                                "acc_mean": 0.5,
+                                                "acc_std": 0.1,
+                                                "recall": [1, 2],
+                                            },
+                                            "cnn": {"acc_mean": 0.6},
+                                            "pruned_vs_cnn": {"mean_diff": -0.1},
+                                        }
+                                    }
+                                }
+                            },
+                        }
+                    ]
+                },
+                {"revs": [{"name": "other", "data": {}}]},
+            ],
+        },
+    ]
+    assert sweep.exp_metrics(shown, ["s-t15", "s-t20"]) == {
+        "s-t15": {
+            "pruned/acc_mean": 0.5,
+            "pruned/acc_std": 0.1,
+            "cnn/acc_mean": 0.6,
+            "pruned_vs_cnn/mean_diff": -0.1,
+        }
+    }
 
 
 def test_a_failing_dvc_call_ends_the_sweep_run_failed(tmp_path, clean_env):
@@ -155,21 +196,50 @@ def test_the_sweep_waits_for_its_experiments_and_logs_their_metrics(tmp_path, cl
             names.append(args[4])
         if args[:2] == ("queue", "status"):
             state = next(polls)
-            return "Task Name Created Status\n" + "".join(
-                f"abc {n} 10:00 {state}\n" for n in names)
+            return "Task Name Created Status\n" + "".join(f"abc {n} 10:00 {state}\n" for n in names)
         if args[:2] == ("exp", "show"):
-            return json.dumps([{"rev": "abc", "experiments": [{"revs": [
-                {"name": n, "data": {"metrics": {sweep.EVALUATE: {"data": {
-                    "pruned": {"acc_mean": 0.5 + i / 10}}}}}} for i, n in enumerate(names)]}]}])
+            return json.dumps(
+                [
+                    {
+                        "rev": "abc",
+                        "experiments": [
+                            {
+                                "revs": [
+                                    {
+                                        "name": n,
+                                        "data": {
+                                            "metrics": {
+                                                sweep.EVALUATE: {
+                                                    "data": {"pruned": {"acc_mean": 0.5 + i / 10}}
+                                                }
+                                            }
+                                        },
+                                    }
+                                    for i, n in enumerate(names)
+                                ]
+                            }
+                        ],
+                    }
+                ]
+            )
         return ""
 
     clean_env.setattr(sweep, "_dvc", fake)
     results = sweep.run_sweep([15.0, 20.0], jobs=2, experiment="emoprune", poll_s=0)
     assert [(r.threshold, r.status, r.metrics) for r in results] == [
-        (15.0, "Success", {"pruned/acc_mean": 0.5}), (20.0, "Success", {"pruned/acc_mean": 0.6})]
-    assert calls == [("exp", "run"), ("exp", "run"), ("queue", "start"), ("queue", "status"),
-                     ("queue", "status"), ("queue", "status"), ("queue", "stop"),
-                     ("exp", "show")]
+        (15.0, "Success", {"pruned/acc_mean": 0.5}),
+        (20.0, "Success", {"pruned/acc_mean": 0.6}),
+    ]
+    assert calls == [
+        ("exp", "run"),
+        ("exp", "run"),
+        ("queue", "start"),
+        ("queue", "status"),
+        ("queue", "status"),
+        ("queue", "status"),
+        ("queue", "stop"),
+        ("exp", "show"),
+    ]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("emoprune").experiment_id])

@@ -4,8 +4,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from emoprune import tracking
 from emoprune.errors import UserError
+from emoprune.pipeline import tracking
 from servers import free_port
 
 
@@ -41,14 +41,19 @@ def test_uri_walks_up_to_the_repo_root(clean_env, tmp_path):
 
 
 def test_passwords_are_masked():
-    assert tracking.mask_uri("postgresql://bob:s3cret@db:5432/mlflow") == \
-        "postgresql://bob:***@db:5432/mlflow"
+    assert (
+        tracking.mask_uri("postgresql://bob:s3cret@db:5432/mlflow")
+        == "postgresql://bob:***@db:5432/mlflow"
+    )
     assert tracking.mask_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
 def test_flatten():
-    assert tracking.flatten({"cnn": {"lr": 0.1, "hidden": [1, 2]}, "seed": 3}) == \
-        {"cnn.lr": 0.1, "cnn.hidden": "1,2", "seed": 3}
+    assert tracking.flatten({"cnn": {"lr": 0.1, "hidden": [1, 2]}, "seed": 3}) == {
+        "cnn.lr": 0.1,
+        "cnn.hidden": "1,2",
+        "seed": 3,
+    }
 
 
 def test_unreachable_server_fails_fast_naming_the_uri(clean_env, tmp_path):
@@ -111,8 +116,9 @@ def test_a_new_invocation_gets_a_new_parent(store, clean_env):
         with tracking.stage_run("ingest", "emoprune", {}):
             pass
     runs, _ = _runs(store)
-    parents = {r.data.tags["mlflow.parentRunId"] for r in runs.values()
-               if r.info.run_name == "ingest"}
+    parents = {
+        r.data.tags["mlflow.parentRunId"] for r in runs.values() if r.info.run_name == "ingest"
+    }
     assert len(parents) == 2
 
 
@@ -142,13 +148,17 @@ def test_a_sweep_nests_one_pipeline_run_per_experiment(store, clean_env):
             with tracking.stage_run(stage, "emoprune", {}):
                 pass
     runs, _ = _runs(store, "sweeps")
-    pipelines = {r.data.tags["dvc.exp_name"]: r for r in runs.values()
-                 if r.data.tags.get("emoprune.role") == "pipeline"}
+    pipelines = {
+        r.data.tags["dvc.exp_name"]: r
+        for r in runs.values()
+        if r.data.tags.get("emoprune.role") == "pipeline"
+    }
     assert set(pipelines) == {"t15", "t20"}
-    for name, parent in pipelines.items():
+    for parent in pipelines.values():
         assert parent.data.tags["mlflow.parentRunId"] == sweep
-        stages = [r for r in runs.values()
-                  if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        stages = [
+            r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        ]
         assert sorted(r.info.run_name for r in stages) == ["evaluate", "prune_cnn"]
 
 
@@ -173,8 +183,10 @@ def test_failures_and_interrupts_are_recorded(store, clean_env):
 
 
 def test_sqlite_uri_gets_a_lock_timeout():
-    assert tracking._with_sqlite_timeout("sqlite:////x/mlflow.db") == \
-        f"sqlite:////x/mlflow.db?timeout={tracking.SQLITE_TIMEOUT_S}"
+    assert (
+        tracking._with_sqlite_timeout("sqlite:////x/mlflow.db")
+        == f"sqlite:////x/mlflow.db?timeout={tracking.SQLITE_TIMEOUT_S}"
+    )
     assert tracking._with_sqlite_timeout("http://h") == "http://h"
 
 
@@ -189,11 +201,19 @@ def test_a_run_whose_process_died_is_marked_killed(store, clean_env):
     mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
     client = MlflowClient()
     exp_id = client.create_experiment("emoprune")
-    orphan = client.create_run(exp_id, run_name="train_cnn", tags={
-        "dvc.stage": "train_cnn", tracking.PID_TAG: f"{__import__('socket').gethostname()}:"
-                                                    f"{dead.pid}:1.000"}).info.run_id
-    alive = client.create_run(exp_id, run_name="train_cnn", tags={
-        "dvc.stage": "train_cnn", tracking.PID_TAG: tracking._process_tag()}).info.run_id
+    orphan = client.create_run(
+        exp_id,
+        run_name="train_cnn",
+        tags={
+            "dvc.stage": "train_cnn",
+            tracking.PID_TAG: f"{__import__('socket').gethostname()}:{dead.pid}:1.000",
+        },
+    ).info.run_id
+    alive = client.create_run(
+        exp_id,
+        run_name="train_cnn",
+        tags={"dvc.stage": "train_cnn", tracking.PID_TAG: tracking._process_tag()},
+    ).info.run_id
     with tracking.stage_run("train_cnn", "emoprune", {}):
         pass
     assert client.get_run(orphan).info.status == "KILLED"

@@ -17,15 +17,35 @@ from servers import free_port, mlflow_server, postgres, psql
 
 pytestmark = pytest.mark.e2e
 
-STAGES = {"ingest", "resize", "features", "train_mlp", "train_cnn", "prune_cnn",
-          "finetune_resnet", "evaluate"}
-UPSTREAM = ("outputs/ingest", "outputs/resize", "outputs/features", "outputs/models/cnn",
-            "outputs/models/mlp", "outputs/models/resnet", "reports/train_cnn", "reports/train_mlp")
+STAGES = {
+    "ingest",
+    "resize",
+    "features",
+    "train_mlp",
+    "train_cnn",
+    "prune_cnn",
+    "finetune_resnet",
+    "evaluate",
+}
+UPSTREAM = (
+    "outputs/ingest",
+    "outputs/resize",
+    "outputs/features",
+    "outputs/models/cnn",
+    "outputs/models/mlp",
+    "outputs/models/resnet",
+    "reports/train_cnn",
+    "reports/train_mlp",
+)
 
 
 def digests(repo: Path, folders) -> dict[str, str]:
-    return {str(p.relative_to(repo)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for folder in folders for p in sorted((repo / folder).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(repo)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for folder in folders
+        for p in sorted((repo / folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +69,10 @@ def test_the_pipeline_logs_to_the_server_and_its_postgres(served):
     parents = [r for r in runs if r.data.tags.get("emoprune.role") == "pipeline"]
     stages = {r.info.run_name: r for r in runs if r not in parents}
     assert len(parents) == 1 and set(stages) == STAGES
-    assert all(r.info.status == "FINISHED" and
-               r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-               for r in stages.values())
+    assert all(
+        r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        for r in stages.values()
+    )
     # The runs live in PostgreSQL's tables...
     stored = psql(db, f"SELECT count(*) FROM runs WHERE experiment_id = {exp.experiment_id}")
     assert int(stored) == len(runs)
@@ -60,8 +81,9 @@ def test_the_pipeline_logs_to_the_server_and_its_postgres(served):
     # ...and the artifacts went through the server to its artifact root.
     evaluate = stages["evaluate"].info.run_id
     assert client.get_run(evaluate).info.artifact_uri.startswith("mlflow-artifacts:")
-    local = client.download_artifacts(evaluate, "evaluate/plots/confusion_cnn.png",
-                                      str(repo.parent))
+    local = client.download_artifacts(
+        evaluate, "evaluate/plots/confusion_cnn.png", str(repo.parent)
+    )
     assert Path(local).read_bytes()[:4] == b"\x89PNG"
     assert list(artifacts.rglob("confusion_cnn.png"))
     models = list(artifacts.rglob("model_fold0*")) + list(artifacts.rglob("MLmodel"))
@@ -84,8 +106,14 @@ def test_an_unreachable_server_fails_fast_and_touches_nothing_upstream(served):
     dead = f"http://127.0.0.1:{free_port()}"
     tinyrepo.set_params(repo, {"prune.threshold": 15})
     start = time.monotonic()
-    proc = subprocess.run(["dvc", "repro"], cwd=repo, capture_output=True, text=True,
-                          env=tinyrepo.env_for(repo, MLFLOW_TRACKING_URI=dead), timeout=300)
+    proc = subprocess.run(
+        ["dvc", "repro"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=tinyrepo.env_for(repo, MLFLOW_TRACKING_URI=dead),
+        timeout=300,
+    )
     elapsed = time.monotonic() - start
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from emoprune.errors import UserError
+from emoprune.evaluation.scores import accuracy_and_f1
 from emoprune.models.cnn import CNN
-from emoprune.training import (
+from emoprune.training.loop import (
     EpochStats,
-    accuracy_and_f1,
     augment_batch,
     channel_stats,
     evaluate,
@@ -38,7 +38,10 @@ def make_data(n: int, seed: int, side: int = 8) -> tuple[torch.Tensor, torch.Ten
 
 def tiny_model() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Dropout(0.1),  # makes the global-RNG part of resume reproducibility testable
         nn.Linear(4, 3),
     )
@@ -89,8 +92,17 @@ def test_fit_trains_the_cnn():
     y = torch.randint(0, 7, (8,))
     before = copy.deepcopy(model.state_dict())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    (stats,) = fit(model, (x, y), None, optimizer=opt, epochs=1, batch_size=4, device=CPU, seed=0,
-                   progress=False)
+    (stats,) = fit(
+        model,
+        (x, y),
+        None,
+        optimizer=opt,
+        epochs=1,
+        batch_size=4,
+        device=CPU,
+        seed=0,
+        progress=False,
+    )
     assert np.isfinite(stats.train_loss) and stats.val_loss is None and stats.val_acc is None
     assert not torch.equal(before["fc1.weight"], model.fc1.weight)
 
@@ -126,8 +138,17 @@ def test_train_metrics_are_means_over_the_epoch():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
     train = make_data(50, seed=0)  # 50 = 3 batches of 16 + a partial batch of 2
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    (stats,) = fit(model, train, None, optimizer=opt, epochs=1, batch_size=16, device=CPU, seed=0,
-                   progress=False)
+    (stats,) = fit(
+        model,
+        train,
+        None,
+        optimizer=opt,
+        epochs=1,
+        batch_size=16,
+        device=CPU,
+        seed=0,
+        progress=False,
+    )
     loss, acc = evaluate(model, *train, device=CPU)
     assert stats.train_loss == pytest.approx(loss, rel=1e-5)
     assert stats.train_acc == acc
@@ -146,7 +167,10 @@ def test_callbacks_run_once_per_epoch_in_order():
 
     model, _, _ = run(epochs=3, start_epoch=1, callbacks=[first, second])
     assert calls == [
-        ("first", 2, True), ("second", 2, True), ("first", 3, True), ("second", 3, True)
+        ("first", 2, True),
+        ("second", 2, True),
+        ("first", 3, True),
+        ("second", 3, True),
     ]
     assert all(m is model for m in model_seen)
 
@@ -166,8 +190,18 @@ def test_scheduler_is_stepped_per_epoch_and_lr_reported():
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    history = fit(model, make_data(32, seed=0), None, optimizer=opt, epochs=3, batch_size=16,
-                  device=CPU, seed=0, scheduler=sched, progress=False)
+    history = fit(
+        model,
+        make_data(32, seed=0),
+        None,
+        optimizer=opt,
+        epochs=3,
+        batch_size=16,
+        device=CPU,
+        seed=0,
+        scheduler=sched,
+        progress=False,
+    )
     assert [s.lr for s in history] == pytest.approx([0.1, 0.05, 0.025])
 
 
@@ -287,16 +321,34 @@ def test_fit_rejects_mismatched_inputs():
     x, y = make_data(8, seed=0)
     opt = torch.optim.SGD(tiny_model().parameters(), lr=0.1)
     with pytest.raises(ValueError, match="labels"):
-        fit(tiny_model(), (x, y[:4]), None, optimizer=opt, epochs=1, batch_size=4, device=CPU,
-            seed=0, progress=False)
+        fit(
+            tiny_model(),
+            (x, y[:4]),
+            None,
+            optimizer=opt,
+            epochs=1,
+            batch_size=4,
+            device=CPU,
+            seed=0,
+            progress=False,
+        )
 
 
 def test_batch_larger_than_dataset_and_progress_bar(capsys):
     seed_everything(0)
     model = tiny_model()
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    history = fit(model, make_data(10, seed=0), make_data(6, seed=1), optimizer=opt, epochs=2,
-                  batch_size=64, device="cpu", seed=0, desc="fold 3")
+    history = fit(
+        model,
+        make_data(10, seed=0),
+        make_data(6, seed=1),
+        optimizer=opt,
+        epochs=2,
+        batch_size=64,
+        device="cpu",
+        seed=0,
+        desc="fold 3",
+    )
     assert len(history) == 2
     err = capsys.readouterr().err
     assert "fold 3" in err and "val_acc" in err  # the bar shows the fold and live metrics

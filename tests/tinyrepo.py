@@ -29,10 +29,12 @@ def env_for(repo: Path, **extra: str) -> dict[str, str]:
 
 def run(repo: Path, *cmd: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
     """Run ``cmd`` in ``repo`` (venv first on PATH, ``env`` added); it must succeed."""
-    proc = subprocess.run(cmd, cwd=repo, env=env_for(repo, **env), capture_output=True,
-                          text=True, timeout=timeout)
-    assert proc.returncode == 0, \
+    proc = subprocess.run(
+        cmd, cwd=repo, env=env_for(repo, **env), capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, (
         f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
@@ -43,8 +45,9 @@ def commit(repo: Path, message: str) -> None:
 
 def make_repo(repo: Path, sample: Path) -> Path:
     """The project's files, tiny params and ``sample`` as data/raw, committed; not yet run."""
-    return make_project(repo, lambda raw: shutil.copytree(sample, raw), TINY_PARAMS,
-                        env=env_for(repo))
+    return make_project(
+        repo, lambda raw: shutil.copytree(sample, raw), TINY_PARAMS, env=env_for(repo)
+    )
 
 
 TIMINGS = ("seconds", "latency", "ms_per_image")  # wall-clock figures vary run to run
@@ -53,8 +56,7 @@ METRICS = ("train_mlp", "train_cnn", "prune_cnn", "finetune_resnet", "evaluate")
 
 def without_timings(value):
     if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items()
-                if not any(t in k for t in TIMINGS)}
+        return {k: without_timings(v) for k, v in value.items() if not any(t in k for t in TIMINGS)}
     if isinstance(value, list):
         return [without_timings(v) for v in value]
     return value
@@ -62,5 +64,7 @@ def without_timings(value):
 
 def read_metrics(repo: Path) -> dict:
     """Every training stage's metrics.json, but wall-clock fields."""
-    return {s: without_timings(json.loads((repo / f"reports/{s}/metrics.json").read_text()))
-            for s in METRICS}
+    return {
+        s: without_timings(json.loads((repo / f"reports/{s}/metrics.json").read_text()))
+        for s in METRICS
+    }

@@ -45,21 +45,37 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     from emoprune.predict import MODELS
 
     p = subparsers.add_parser(
-        "predict", help="print the emotion of each image",
+        "predict",
+        help="print the emotion of each image",
         description="Print 'IMAGE<TAB>emotion<TAB>probability' per image (PNG/JPEG, any size), "
-                    "using a model trained by `dvc repro`. Run it from the project root.")
+        "using a model trained by `dvc repro`. Run it from the project root.",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--model", choices=MODELS, default="cnn",
-                   help="which trained model (default: cnn)")
-    p.add_argument("--fold", type=_fold, default=None, metavar="K",
-                   help="which cross-validation fold's model (default: 0; with --uri, the fold "
-                        "the URI names, e.g. model_fold3)")
-    p.add_argument("--uri", metavar="MLFLOW_MODEL_URI",
-                   help="an MLflow-logged CNN (runs:/<run_id>/model_fold0, models:/...) of "
-                        "--model cnn or pruned, normalised with the stats in "
-                        "outputs/models/cnn/fold{K}.pt")
-    p.add_argument("--top", type=_positive, default=1, metavar="K",
-                   help="also print the K most probable emotions as a 4th field")
+    p.add_argument(
+        "--model", choices=MODELS, default="cnn", help="which trained model (default: cnn)"
+    )
+    p.add_argument(
+        "--fold",
+        type=_fold,
+        default=None,
+        metavar="K",
+        help="which cross-validation fold's model (default: 0; with --uri, the fold "
+        "the URI names, e.g. model_fold3)",
+    )
+    p.add_argument(
+        "--uri",
+        metavar="MLFLOW_MODEL_URI",
+        help="an MLflow-logged CNN (runs:/<run_id>/model_fold0, models:/...) of "
+        "--model cnn or pruned, normalised with the stats in "
+        "outputs/models/cnn/fold{K}.pt",
+    )
+    p.add_argument(
+        "--top",
+        type=_positive,
+        default=1,
+        metavar="K",
+        help="also print the K most probable emotions as a 4th field",
+    )
     p.set_defaults(run=_run_predict)
 
 
@@ -73,20 +89,26 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "sweep", help="run one DVC experiment per pruning threshold, in parallel",
+        "sweep",
+        help="run one DVC experiment per pruning threshold, in parallel",
         description="Queue `dvc exp run -S prune.threshold=T` for each T, run them with "
-                    "`dvc queue start -j JOBS`, wait, and print one row per threshold. The "
-                    "experiments' MLflow runs nest under one sweep run. Run it from the "
-                    "project root, after `dvc repro` (only prune_cnn and evaluate rerun).")
-    p.add_argument("--thresholds", default="15,20,25", metavar="T1,T2,...",
-                   help="comma-separated angles in degrees (default: 15,20,25)")
+        "`dvc queue start -j JOBS`, wait, and print one row per threshold. The "
+        "experiments' MLflow runs nest under one sweep run. Run it from the "
+        "project root, after `dvc repro` (only prune_cnn and evaluate rerun).",
+    )
+    p.add_argument(
+        "--thresholds",
+        default="15,20,25",
+        metavar="T1,T2,...",
+        help="comma-separated angles in degrees (default: 15,20,25)",
+    )
     p.add_argument("--jobs", type=_positive, default=2, help="parallel workers (default: 2)")
     p.set_defaults(run=_run_sweep)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from emoprune import sweep
-    from emoprune.params import load_params
+    from emoprune.pipeline import sweep
+    from emoprune.pipeline.params import load_params
 
     thresholds = sweep.parse_thresholds(args.thresholds)
     results = sweep.run_sweep(thresholds, args.jobs, load_params().mlflow.experiment)

@@ -50,8 +50,10 @@ class Predictor:
         proba = self.proba(images)
         if proba.shape != (len(images), len(self.classes)):
             # e.g. an --uri model trained on other classes than the local checkpoint names
-            raise UserError(f"model {self.name} gives {proba.shape[1]} class scores per image, "
-                            f"but {len(self.classes)} classes are named")
+            raise UserError(
+                f"model {self.name} gives {proba.shape[1]} class scores per image, "
+                f"but {len(self.classes)} classes are named"
+            )
         return proba
 
 
@@ -60,8 +62,9 @@ class Predictor:
 
 def resize_square(img: Image.Image, size: int) -> np.ndarray:
     """An RGB image of any size -> (size, size, 3) uint8, squashed as the resize stage does."""
-    return np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR),
-                      dtype=np.uint8)
+    return np.asarray(
+        img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8
+    )
 
 
 def stack_resized(images: Sequence[Image.Image], size: int) -> np.ndarray:
@@ -82,18 +85,25 @@ def _classes(meta: Mapping[str, Any], n_classes: int, where: str | Path) -> tupl
     if classes is None:  # an older checkpoint: name the classes by index rather than fail
         return tuple(str(i) for i in range(n_classes))
     if len(classes) != n_classes:
-        raise UserError(f"{where}: meta lists {len(classes)} classes but the model has "
-                        f"{n_classes} outputs")
+        raise UserError(
+            f"{where}: meta lists {len(classes)} classes but the model has {n_classes} outputs"
+        )
     return tuple(str(c) for c in classes)
 
 
 # --------------------------------------------------------------------------- model -> Predictor
 
 
-def cnn_predictor(model: nn.Module, mean: Sequence[float], std: Sequence[float], in_size: int,
-                  classes: Sequence[str], name: str = "cnn") -> Predictor:
+def cnn_predictor(
+    model: nn.Module,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_size: int,
+    classes: Sequence[str],
+    name: str = "cnn",
+) -> Predictor:
     """A CNN (or an MLflow-logged one) taking normalised (N, 3, in_size, in_size) inputs."""
-    from emoprune.training import to_tensor_images
+    from emoprune.training.loop import to_tensor_images
 
     mean_a, std_a = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
 
@@ -103,8 +113,9 @@ def cnn_predictor(model: nn.Module, mean: Sequence[float], std: Sequence[float],
     return Predictor(name, tuple(classes), proba)
 
 
-def resnet_predictor(model: nn.Module, classes: Sequence[str], size: int = RESNET_SIZE,
-                     name: str = "resnet") -> Predictor:
+def resnet_predictor(
+    model: nn.Module, classes: Sequence[str], size: int = RESNET_SIZE, name: str = "resnet"
+) -> Predictor:
     """A fine-tuned ResNet: ImageNet-normalised (N, 3, size, size) inputs."""
     from emoprune.models.resnet import prepare_inputs
 
@@ -114,9 +125,16 @@ def resnet_predictor(model: nn.Module, classes: Sequence[str], size: int = RESNE
     return Predictor(name, tuple(classes), proba)
 
 
-def mlp_predictor(model: nn.Module, pcas: Mapping[str, Any], classes: Sequence[str], *,
-                  lpq_kwargs: Mapping[str, Any], phog_kwargs: Mapping[str, Any],
-                  size: int = MLP_SIZE, name: str = "mlp") -> Predictor:
+def mlp_predictor(
+    model: nn.Module,
+    pcas: Mapping[str, Any],
+    classes: Sequence[str],
+    *,
+    lpq_kwargs: Mapping[str, Any],
+    phog_kwargs: Mapping[str, Any],
+    size: int = MLP_SIZE,
+    name: str = "mlp",
+) -> Predictor:
     """The PCA + MLP baseline: LPQ and PHOG of the ``size`` frame, each through its fold's PCA.
 
     ``pcas`` maps "lpq" and "phog" to ``DescriptorPCA``s; their scores are stacked in that order,
@@ -125,8 +143,9 @@ def mlp_predictor(model: nn.Module, pcas: Mapping[str, Any], classes: Sequence[s
     from emoprune.features import compute_descriptors
 
     def proba(images: Sequence[Image.Image]) -> np.ndarray:
-        lpq, phog = compute_descriptors(stack_resized(images, size), lpq_kwargs=lpq_kwargs,
-                                        phog_kwargs=phog_kwargs)
+        lpq, phog = compute_descriptors(
+            stack_resized(images, size), lpq_kwargs=lpq_kwargs, phog_kwargs=phog_kwargs
+        )
         x = np.hstack([pcas["lpq"].transform(lpq), pcas["phog"].transform(phog)])
         return softmax_proba(model, torch.from_numpy(x.astype(np.float32)))
 
@@ -150,17 +169,22 @@ def model_path(model: str, fold: int, root: str | Path = ".") -> Path:
     path = folder / f"fold{fold}.pt"
     if path.is_file():
         return path
-    folds = sorted(int(m.group(1)) for p in folder.glob("fold*.pt")
-                   if (m := re.fullmatch(r"fold(\d+)\.pt", p.name)))
+    folds = sorted(
+        int(m.group(1))
+        for p in folder.glob("fold*.pt")
+        if (m := re.fullmatch(r"fold(\d+)\.pt", p.name))
+    )
     if folds:
-        raise UserError(f"--fold {fold}: no such fold for {model} ({folder} has folds "
-                        f"{', '.join(map(str, folds))})")
+        raise UserError(
+            f"--fold {fold}: no such fold for {model} ({folder} has folds "
+            f"{', '.join(map(str, folds))})"
+        )
     hint = " (is it in params.yaml finetune.archs?)" if model.startswith("resnet") else ""
     raise UserError(f"{path}: no such file; run `dvc repro` in the project root first{hint}")
 
 
 def load_cnn_predictor(path: Path, name: str) -> Predictor:
-    from emoprune.cnn_cv import load_cnn_checkpoint
+    from emoprune.training.checkpoints import load_cnn_checkpoint
 
     try:
         model, meta, _ = load_cnn_checkpoint(path)
@@ -170,8 +194,9 @@ def load_cnn_predictor(path: Path, name: str) -> Predictor:
             raise
         raise UserError(f"{path}: {exc}") from None
     mean, std = _norm_stats(meta, path)
-    return cnn_predictor(model, mean, std, int(meta.get("in_size", 227)),
-                         _classes(meta, model.n_classes, path), name)
+    return cnn_predictor(
+        model, mean, std, int(meta.get("in_size", 227)), _classes(meta, model.n_classes, path), name
+    )
 
 
 def _norm_stats(meta: Mapping[str, Any], path: Path) -> tuple[list[float], list[float]]:
@@ -191,8 +216,8 @@ def resnet_size(root: str | Path = ".") -> int:
 
 
 def load_resnet_predictor(path: Path, arch: str, size: int = RESNET_SIZE) -> Predictor:
-    from emoprune.checkpoints import load_checkpoint
     from emoprune.models.resnet import build_resnet
+    from emoprune.training.checkpoints import load_checkpoint
 
     state, meta = load_checkpoint(path)
     arch = str(meta.get("arch", arch))
@@ -202,7 +227,9 @@ def load_resnet_predictor(path: Path, arch: str, size: int = RESNET_SIZE) -> Pre
         model.load_state_dict(state)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())[:200]
-        raise UserError(f"cannot load checkpoint {path}: not a {arch} checkpoint ({reason})") from None
+        raise UserError(
+            f"cannot load checkpoint {path}: not a {arch} checkpoint ({reason})"
+        ) from None
     return resnet_predictor(model, _classes(meta, n_classes, path), size, arch)
 
 
@@ -212,15 +239,17 @@ def read_feature_params(path: str | Path = FEATURE_PARAMS) -> tuple[dict, dict, 
         params = json.loads(Path(path).read_text())
         return dict(params["lpq"]), dict(params["phog"]), int(params.get("image_size", MLP_SIZE))
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file; run `dvc repro` in the project root first") from None
+        raise UserError(
+            f"{path}: no such file; run `dvc repro` in the project root first"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: unreadable feature params ({exc})") from None
 
 
 def load_mlp_predictor(path: Path, feature_params: str | Path = FEATURE_PARAMS) -> Predictor:
-    from emoprune.checkpoints import load_checkpoint
     from emoprune.features.pca import DescriptorPCA
     from emoprune.models.mlp import mlp
+    from emoprune.training.checkpoints import load_checkpoint
 
     state, meta = load_checkpoint(path)
     try:
@@ -230,13 +259,21 @@ def load_mlp_predictor(path: Path, feature_params: str | Path = FEATURE_PARAMS) 
         pcas = {name: DescriptorPCA.from_meta(meta["pca"][name]) for name in ("lpq", "phog")}
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())[:200]
-        raise UserError(f"cannot load checkpoint {path}: not an MLP checkpoint ({reason})") from None
+        raise UserError(
+            f"cannot load checkpoint {path}: not an MLP checkpoint ({reason})"
+        ) from None
     n_pca = sum(p.components.shape[0] for p in pcas.values())
     if n_pca != int(meta["n_inputs"]):
         raise UserError(f"{path}: PCA gives {n_pca} inputs but the MLP takes {meta['n_inputs']}")
     lpq_kw, phog_kw, size = read_feature_params(feature_params)
-    return mlp_predictor(model, pcas, _classes(meta, n_classes, path), lpq_kwargs=lpq_kw,
-                         phog_kwargs=phog_kw, size=size)
+    return mlp_predictor(
+        model,
+        pcas,
+        _classes(meta, n_classes, path),
+        lpq_kwargs=lpq_kw,
+        phog_kwargs=phog_kw,
+        size=size,
+    )
 
 
 def load_uri_predictor(uri: str, stats_path: Path, name: str) -> Predictor:
@@ -245,12 +282,14 @@ def load_uri_predictor(uri: str, stats_path: Path, name: str) -> Predictor:
     The logged models take the already-normalised (N, 3, 227, 227) tensor, and the training fold's
     mean/std are not part of the MLflow model, so they are read from ``stats_path``.
     """
-    from emoprune import tracking
+    from emoprune.pipeline import tracking
 
     if not stats_path.is_file():
-        raise UserError(f"--uri needs the normalisation stats in {stats_path}, which is missing; "
-                        f"run `dvc repro` in the project root (or pick --fold)")
-    from emoprune.checkpoints import load_checkpoint
+        raise UserError(
+            f"--uri needs the normalisation stats in {stats_path}, which is missing; "
+            f"run `dvc repro` in the project root (or pick --fold)"
+        )
+    from emoprune.training.checkpoints import load_checkpoint
 
     _, meta = load_checkpoint(stats_path)
     mean, std = _norm_stats(meta, stats_path)
@@ -276,8 +315,9 @@ def uri_fold(uri: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def load_predictor(model: str = "cnn", fold: int | None = None, uri: str | None = None,
-                   root: str | Path = ".") -> Predictor:
+def load_predictor(
+    model: str = "cnn", fold: int | None = None, uri: str | None = None, root: str | Path = "."
+) -> Predictor:
     """The Predictor for ``--model``/``--fold``/``--uri``, from the pipeline outputs under ``root``.
 
     ``fold`` None means 0, or with ``uri`` the fold its name gives (the stages log
@@ -291,8 +331,10 @@ def load_predictor(model: str = "cnn", fold: int | None = None, uri: str | None 
         raise UserError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
     if uri is not None:
         if model not in CNN_FAMILY:
-            raise UserError(f"--uri is supported for the CNN models ({', '.join(CNN_FAMILY)}), "
-                            f"not --model {model}")
+            raise UserError(
+                f"--uri is supported for the CNN models ({', '.join(CNN_FAMILY)}), "
+                f"not --model {model}"
+            )
         if fold < 0:
             raise UserError(f"--fold must be >= 0, got {fold}")
         stats = Path(root) / MODELS_DIR / "cnn" / f"fold{fold}.pt"
@@ -324,7 +366,7 @@ def read_image(path: str | Path) -> Image.Image:
 
 def top_k(proba: np.ndarray, classes: Sequence[str], k: int = 1) -> list[tuple[str, float]]:
     """The ``k`` most probable (class, probability) pairs of one (C,) row, most probable first."""
-    order = np.argsort(-np.asarray(proba), kind="stable")[:max(1, k)]
+    order = np.argsort(-np.asarray(proba), kind="stable")[: max(1, k)]
     return [(classes[i], float(proba[i])) for i in order]
 
 
@@ -337,8 +379,14 @@ def format_line(path: str, proba: np.ndarray, classes: Sequence[str], top: int =
     return "\t".join(fields)
 
 
-def predict_files(predictor: Predictor, paths: Sequence[str], out: TextIO, err: TextIO,
-                  top: int = 1, batch: int = BATCH) -> int:
+def predict_files(
+    predictor: Predictor,
+    paths: Sequence[str],
+    out: TextIO,
+    err: TextIO,
+    top: int = 1,
+    batch: int = BATCH,
+) -> int:
     """Print one line per image to ``out`` and ``error: <path>: <reason>`` per bad one to ``err``.
 
     Lines come in the order of ``paths``; images are scored ``batch`` at a time. Returns the
@@ -347,7 +395,7 @@ def predict_files(predictor: Predictor, paths: Sequence[str], out: TextIO, err: 
     failed = 0
     for start in range(0, len(paths), batch):
         good: list[tuple[str, Image.Image]] = []
-        for path in paths[start:start + batch]:
+        for path in paths[start : start + batch]:
             try:
                 good.append((path, read_image(path)))
             except BadImage as exc:

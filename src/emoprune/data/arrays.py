@@ -19,4 +19,6 @@ def load_images(kind: str, folder: str | Path = RESIZE_DIR, mmap: bool = True) -
         meta = json.loads((folder / "meta.json").read_text())
         return np.load(folder / meta["files"][kind], mmap_mode="r" if mmap else None)
     except (OSError, KeyError, ValueError) as exc:
-        raise UserError(f"{folder}: resized images unreadable ({exc}); run `dvc repro resize`") from None
+        raise UserError(
+            f"{folder}: resized images unreadable ({exc}); run `dvc repro resize`"
+        ) from None

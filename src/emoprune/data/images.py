@@ -64,8 +64,11 @@ def _bits_per_sample(img: Image.Image) -> int:
         return 16
     for tile in getattr(img, "tile", None) or ():
         args = tile[3] if len(tile) > 3 else None
-        rawmode = args if isinstance(args, str) else (
-            args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else "")
+        rawmode = (
+            args
+            if isinstance(args, str)
+            else (args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else "")
+        )
         if ";16" in rawmode:
             return 16
     return 8
@@ -90,7 +93,9 @@ def inspect_frame(data: bytes) -> FrameInfo:
                 try:  # the conversion load_rgb will do, on one pixel: unsupported modes fail here
                     _to_rgb(img.crop((0, 0, 1, 1)))
                 except ValueError as exc:
-                    raise BadImage(f"unsupported pixel format {mode} ({_first_line(exc)})") from None
+                    raise BadImage(
+                        f"unsupported pixel format {mode} ({_first_line(exc)})"
+                    ) from None
     except BadImage:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -130,8 +135,9 @@ def load_rgb(path: str | Path) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             if img.mode in UNSUPPORTED_MODES:
-                raise BadImage(f"unsupported pixel format {img.mode} "
-                               f"({UNSUPPORTED_MODES[img.mode]})")
+                raise BadImage(
+                    f"unsupported pixel format {img.mode} ({UNSUPPORTED_MODES[img.mode]})"
+                )
             return _to_rgb(img)
     except FileNotFoundError:
         raise

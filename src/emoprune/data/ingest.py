@@ -60,8 +60,9 @@ def clip_of(filename: str) -> str:
 def display_path(path: str | Path) -> str:
     """``path`` as one printable line: undecodable bytes as ``\\xff``, control chars escaped."""
     text = os.fsencode(Path(path).as_posix()).decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def _stat_failure(path: Path, exc: OSError) -> str:
@@ -74,8 +75,15 @@ def _stat_failure(path: Path, exc: OSError) -> str:
 
 
 def _not_regular(mode: int) -> str:
-    kind = ("named pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
-            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
+    kind = (
+        "named pipe"
+        if stat.S_ISFIFO(mode)
+        else "socket"
+        if stat.S_ISSOCK(mode)
+        else "device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "special file"
+    )
     return f"not a regular file (a {kind})"
 
 
@@ -92,12 +100,15 @@ def match_class_folders(raw: Path, classes: tuple[str, ...]) -> dict[str, Path]:
             continue  # stray files beside the class folders are not frames
         cls = wanted.get(entry.name.lower())
         if cls is None:
+            expected = ", ".join(classes)
             raise UserError(
-                f"{display_path(entry)}: unknown class folder (expected one of {', '.join(classes)})"
+                f"{display_path(entry)}: unknown class folder (expected one of {expected})"
             )
         if cls in found:
-            raise UserError(f"{display_path(entry)}: duplicate folder for class {cls} "
-                            f"(also {display_path(found[cls])})")
+            raise UserError(
+                f"{display_path(entry)}: duplicate folder for class {cls} "
+                f"(also {display_path(found[cls])})"
+            )
         found[cls] = entry
     if not found:
         raise UserError(f"{raw}: no class folders (expected {', '.join(classes)})")
@@ -123,7 +134,7 @@ def scan(raw: str | Path, classes: tuple[str, ...]) -> tuple[list[Record], list[
             if st is not None and stat.S_ISDIR(st.st_mode):
                 continue  # rglob lists its files too
             shown = display_path(path)
-            if not path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
                 kind = display_path(path.suffix) or "no extension"
                 skipped.append(Skipped(shown, f"not an image file ({kind})"))
                 continue
@@ -134,8 +145,13 @@ def scan(raw: str | Path, classes: tuple[str, ...]) -> tuple[list[Record], list[
                 skipped.append(Skipped(shown, _not_regular(st.st_mode)))
                 continue
             if st.st_size > MAX_FILE_BYTES:
-                skipped.append(Skipped(shown, f"too large ({st.st_size / 2**20:,.0f} MiB file, "
-                                              f"over {MAX_FILE_BYTES / 2**20:,.0f} MiB)"))
+                skipped.append(
+                    Skipped(
+                        shown,
+                        f"too large ({st.st_size / 2**20:,.0f} MiB file, "
+                        f"over {MAX_FILE_BYTES / 2**20:,.0f} MiB)",
+                    )
+                )
                 continue
             try:
                 data = path.read_bytes()
@@ -146,17 +162,29 @@ def scan(raw: str | Path, classes: tuple[str, ...]) -> tuple[list[Record], list[
             except OSError as exc:  # removed or made unreadable meanwhile
                 skipped.append(Skipped(shown, f"unreadable ({exc.strerror or exc})"))
                 continue
-            records.append(Record(
-                path=(Path(raw) / path.relative_to(raw)).as_posix(), emotion=cls, label=label,
-                width=info.width, height=info.height, fold=-1, clip=clip_of(path.name),
-                sha1=hashlib.sha1(data).hexdigest(), checks=info.conversion or "ok",
-            ))
+            records.append(
+                Record(
+                    path=(Path(raw) / path.relative_to(raw)).as_posix(),
+                    emotion=cls,
+                    label=label,
+                    width=info.width,
+                    height=info.height,
+                    fold=-1,
+                    clip=clip_of(path.name),
+                    sha1=hashlib.sha1(data).hexdigest(),
+                    checks=info.conversion or "ok",
+                )
+            )
     return records, skipped
 
 
-def check_counts(records: list[Record], classes: tuple[str, ...], folds: int,
-                 class_folders: dict[str, Path] | None = None,
-                 skipped: list[Skipped] | None = None) -> Counter:
+def check_counts(
+    records: list[Record],
+    classes: tuple[str, ...],
+    folds: int,
+    class_folders: dict[str, Path] | None = None,
+    skipped: list[Skipped] | None = None,
+) -> Counter:
     """Every class needs at least ``folds`` usable images; returns the per-class counts.
 
     With ``class_folders`` and ``skipped`` (from ``scan``), the error also says why a class came
@@ -174,19 +202,23 @@ def check_counts(records: list[Record], classes: tuple[str, ...], folds: int,
             mine = [s for s in skipped if s.path.startswith(where + "/")]
             if mine:
                 first = mine[0]
-                why = (f" ({len(mine)} file{'s' if len(mine) > 1 else ''} skipped, e.g. "
-                       f"{first.path[len(where) + 1:]}: {first.reason})")
+                why = (
+                    f" ({len(mine)} file{'s' if len(mine) > 1 else ''} skipped, e.g. "
+                    f"{first.path[len(where) + 1 :]}: {first.reason})"
+                )
             elif counts[cls] == 0:
                 why = " (the folder holds no image files)"
         if counts[cls] == 0:
             raise UserError(f"{where}: no usable images in class {cls}{why}")
-        raise UserError(f"{where}: {counts[cls]} usable images in class {cls}, "
-                        f"fewer than cv.folds={folds}{why}")
+        raise UserError(
+            f"{where}: {counts[cls]} usable images in class {cls}, fewer than cv.folds={folds}{why}"
+        )
     return counts
 
 
-def assign_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int,
-                 seed: int) -> np.ndarray:
+def assign_folds(
+    labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int
+) -> np.ndarray:
     """Stratified K-fold ids (N,) in 0..folds-1; with ``groups``, a group never spans folds."""
     labels = np.asarray(labels)
     fold_of = np.full(len(labels), -1, dtype=np.int64)
@@ -201,16 +233,18 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int,
     return fold_of
 
 
-def build_manifest(raw: str | Path, classes: tuple[str, ...], folds: int, seed: int,
-                   group_by: str = "none") -> tuple[list[Record], list[Skipped]]:
+def build_manifest(
+    raw: str | Path, classes: tuple[str, ...], folds: int, seed: int, group_by: str = "none"
+) -> tuple[list[Record], list[Skipped]]:
     """Scan, validate, check counts and assign folds."""
     records, skipped = scan(raw, classes)
     check_counts(records, classes, folds, match_class_folders(Path(raw), classes), skipped)
     labels = np.array([r.label for r in records])
     groups = np.array([f"{r.emotion}/{r.clip}" for r in records]) if group_by == "clip" else None
     if groups is not None and len(set(groups)) < folds:
-        raise UserError(f"cv.group_by=clip: only {len(set(groups))} clips, "
-                        f"fewer than cv.folds={folds}")
+        raise UserError(
+            f"cv.group_by=clip: only {len(set(groups))} clips, fewer than cv.folds={folds}"
+        )
     for record, fold in zip(records, assign_folds(labels, groups, folds, seed)):
         record.fold = int(fold)
     return records, skipped
@@ -232,8 +266,16 @@ def read_manifest(path: str | Path) -> list[Record]:
         raise UserError(f"{path}: manifest not found (run `dvc repro ingest`)")
     with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
         return [
-            Record(path=row["path"], emotion=row["emotion"], label=int(row["label"]),
-                   width=int(row["width"]), height=int(row["height"]), fold=int(row["fold"]),
-                   clip=row["clip"], sha1=row["sha1"], checks=row["checks"])
+            Record(
+                path=row["path"],
+                emotion=row["emotion"],
+                label=int(row["label"]),
+                width=int(row["width"]),
+                height=int(row["height"]),
+                fold=int(row["fold"]),
+                clip=row["clip"],
+                sha1=row["sha1"],
+                checks=row["checks"],
+            )
             for row in csv.DictReader(f)
         ]

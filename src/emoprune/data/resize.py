@@ -28,19 +28,25 @@ def resize_one(path: str | Path, sizes: Sequence[int]) -> list[np.ndarray]:
         raise UserError(f"{path}: {exc} (it passed ingest; was it changed since?)") from None
     except FileNotFoundError:
         raise UserError(f"{path}: missing (it is in the manifest; rerun ingest)") from None
-    return [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8)
-            for s in sizes]
+    return [
+        np.asarray(img.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8) for s in sizes
+    ]
 
 
-def resize_all(paths: Sequence[str | Path], sizes: Sequence[int], workers: int | None = None,
-               progress: bool = True) -> list[np.ndarray]:
+def resize_all(
+    paths: Sequence[str | Path],
+    sizes: Sequence[int],
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[np.ndarray]:
     """Resize every frame; returns one (N, size, size, 3) uint8 array per size, in input order."""
     out = [np.empty((len(paths), s, s, 3), dtype=np.uint8) for s in sizes]
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda p: resize_one(p, sizes), paths)
-        for i, arrays in enumerate(tqdm(results, total=len(paths), desc="resize",
-                                        disable=not progress, unit="img")):
+        for i, arrays in enumerate(
+            tqdm(results, total=len(paths), desc="resize", disable=not progress, unit="img")
+        ):
             for k, arr in enumerate(arrays):
                 out[k][i] = arr
     return out

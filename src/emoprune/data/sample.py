@@ -25,13 +25,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from emoprune.params import EMOTIONS
+from emoprune.choices import EMOTIONS
 
 WIDTH, HEIGHT = 720, 576
 FACE_CANVAS = 256  # faces are drawn at this size, then scaled, so strokes stay proportional
 MOVIES = (
-    "Airheads", "BlackSwan", "CryingGame", "DeepBlue", "Harbour", "Hellboy", "IAmSam",
-    "Insomnia", "MilkRun", "Nightshift", "Redline", "TheTerminal", "Unforgiven", "Zodiac",
+    "Airheads",
+    "BlackSwan",
+    "CryingGame",
+    "DeepBlue",
+    "Harbour",
+    "Hellboy",
+    "IAmSam",
+    "Insomnia",
+    "MilkRun",
+    "Nightshift",
+    "Redline",
+    "TheTerminal",
+    "Unforgiven",
+    "Zodiac",
 )
 
 # Per-class expression means: brow angle (deg, + = inner ends down), brow height, eye openness,
@@ -132,8 +144,11 @@ def _face(actor: Actor, expr: np.ndarray, yaw: float) -> Image.Image:
         inner = (fx + side * 0.06 * s, by + dy)
         outer = (fx + side * 0.21 * s, by - dy)
         d.line((inner, outer), fill=dark, width=max(2, int(0.025 * s)))
-    d.line(((fx, cy - 0.02 * s), (fx - 0.03 * s, cy + 0.1 * s), (fx + 0.01 * s, cy + 0.11 * s)),
-           fill=dark, width=2)
+    d.line(
+        ((fx, cy - 0.02 * s), (fx - 0.03 * s, cy + 0.1 * s), (fx + 0.01 * s, cy + 0.11 * s)),
+        fill=dark,
+        width=2,
+    )
     # Mouth: a parabola for the curvature, filled when open.
     my, mw = cy + 0.23 * s, 0.13 * s * mouth_w
     xs = np.linspace(-1, 1, 21)
@@ -148,8 +163,9 @@ def _face(actor: Actor, expr: np.ndarray, yaw: float) -> Image.Image:
     return img
 
 
-def render_frame(actor: Actor, expr: np.ndarray, rng: np.random.Generator,
-                 background: Image.Image) -> Image.Image:
+def render_frame(
+    actor: Actor, expr: np.ndarray, rng: np.random.Generator, background: Image.Image
+) -> Image.Image:
     """One RGB 720x576 frame: the face composited on the clip's background, then degraded."""
     jitter = rng.normal(0, 1, 4)
     yaw = float(np.clip(actor.yaw + 0.1 * jitter[0], -0.9, 0.9))
@@ -201,8 +217,13 @@ def _generate_class(out: Path, label: int, count: int, seed: int) -> int:
     return written
 
 
-def generate(out: str | Path, per_class: int = 20, seed: int = 0, progress: bool = False,
-             workers: int | None = None) -> int:
+def generate(
+    out: str | Path,
+    per_class: int = 20,
+    seed: int = 0,
+    progress: bool = False,
+    workers: int | None = None,
+) -> int:
     """Write the sample under ``out``; returns the number of frames written.
 
     Frames come in clips of 1 to 4 consecutive frames from one movie, like SFEW's. Classes are
@@ -214,8 +235,10 @@ def generate(out: str | Path, per_class: int = 20, seed: int = 0, progress: bool
     counts = class_counts(per_class)
     workers = workers or min(len(EMOTIONS), os.cpu_count() or 1)
     with ProcessPoolExecutor(workers) as pool:
-        jobs = [pool.submit(_generate_class, out, label, counts[e], seed)
-                for label, e in enumerate(EMOTIONS)]
+        jobs = [
+            pool.submit(_generate_class, out, label, counts[e], seed)
+            for label, e in enumerate(EMOTIONS)
+        ]
         total = 0
         for emotion, job in zip(EMOTIONS, jobs):
             written = job.result()
@@ -231,8 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Generate an SFEW-like sample (7 emotion folders of 720x576 RGB PNG frames).",
     )
     parser.add_argument("out", help="output folder, e.g. data/raw")
-    parser.add_argument("--per-class", type=int, default=20,
-                        help="frames per class (Disgust gets 3/4 of it); 100 gives SFEW's 675")
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=20,
+        help="frames per class (Disgust gets 3/4 of it); 100 gives SFEW's 675",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.per_class < 1:

@@ -1,6 +1,7 @@
 """Hand-crafted face descriptors: LPQ (Oulu's lpq.m) and PHOG (VGG's anna_phog.m), vectorised.
 
-``reference`` holds literal ports of the MATLAB code for tests and benchmarks only.
+The literal ports of the MATLAB code, for tests and benchmarks, live outside the package
+(``benchmarks/reference.py``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Why the arithmetic is spelled out instead of calling ``convolve2d``
 Each LPQ bit is the sign of a filter response. On integer images many responses are zero in
 exact arithmetic (e.g. ``2*s0 == s-1 + s1``) and come out as ``+-1e-14`` rounding noise, so the
 bit depends on the exact order of floating-point operations. To stay *bit-identical* to the
-literal port in :mod:`emoprune.features.reference` (which calls ``scipy.signal.convolve2d`` the
+literal port in :mod:`benchmarks.reference` (which calls ``scipy.signal.convolve2d`` the
 way ``lpq.m`` calls ``conv2``) the 1-D convolutions below accumulate taps in the same order and
 split complex products into real arithmetic exactly as scipy's C loop does. The speed comes from
 doing it on whole shifted slices (in cache-sized bands of rows), computing ``conv2(img, w1.')``

@@ -46,5 +46,4 @@ def fit_descriptor_pca(x_train: np.ndarray, n_components: int, seed: int = 0) ->
     z = (x_train - scaler.mean_) / scale
     pca = PCA(n_components=n_components, whiten=True, random_state=seed).fit(z)
     components = pca.components_ / np.sqrt(pca.explained_variance_)[:, None]
-    return DescriptorPCA(scaler.mean_, scale, components, pca.mean_,
-                         pca.explained_variance_ratio_)
+    return DescriptorPCA(scaler.mean_, scale, components, pca.mean_, pca.explained_variance_ratio_)

@@ -27,7 +27,7 @@ Canny
 -----
 Not scikit-image's canny (Gaussian + Sobel, different non-maximum suppression): a vectorised port
 of MATLAB's ``edge(G, 'canny')`` as in Image Processing Toolbox R2011a+ (the non-``canny_old``
-path), so the edge map matches the loop-level port in :mod:`emoprune.features.reference` exactly:
+path), so the edge map matches the loop-level port in :mod:`benchmarks.reference` exactly:
 
 - integer input is scaled by ``im2single`` (float32, /255 for uint8); float input is used as is;
 - sigma = sqrt(2): 1-D Gaussian on x = -ceil(4*sigma)..ceil(4*sigma) (13 taps) normalised to sum 1,

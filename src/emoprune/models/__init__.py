@@ -1,0 +1,1 @@
+"""Models: the paper's CNN, the MLP baseline, torchvision ResNets."""

@@ -1,4 +1,4 @@
-"""The paper's final CNN (PAPER.md): four conv layers, two max-pools, four FC layers.
+"""The paper's final CNN (docs/paper.md): four conv layers, two max-pools, four FC layers.
 
 Input 3x227x227 -> conv1 16@55 -> conv2 32@26 -> conv3 64@24 -> pool 12 -> conv4 64@12 -> pool 6
 -> fc1 2304->512 -> fc2 512->128 -> fc3 128->64 -> fc4 64->7. Every activation is the same
@@ -16,8 +16,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
-HIDDEN_LAYERS = ("fc1", "fc2", "fc3")
+from emoprune.choices import HIDDEN_LAYERS, INITS
+
+ACTIVATION_MODULES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 PAPER_HIDDEN = (512, 128, 64)
 
 
@@ -42,15 +43,17 @@ class CNN(nn.Module):
         init: str = "pytorch",
     ):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if activation not in ACTIVATION_MODULES:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATION_MODULES)}, got {activation!r}"
+            )
         if len(hidden) != 3:
             raise ValueError(f"hidden must give 3 widths (fc1, fc2, fc3), got {list(hidden)}")
         self.activation = activation
         self.hidden = tuple(int(h) for h in hidden)
         self.n_classes = n_classes
         self.in_size = in_size
-        act = ACTIVATIONS[activation]
+        act = ACTIVATION_MODULES[activation]
         self.features = nn.Sequential(
             nn.Conv2d(3, 16, kernel_size=11, stride=4),
             act(),
@@ -100,9 +103,6 @@ class CNN(nn.Module):
         return getattr(self, f"fc{i + 1}"), getattr(self, f"fc{i + 2}")
 
 
-INITS = ("glorot", "pytorch")
-
-
 def init_weights(model: nn.Module, scheme: str) -> None:
     """Initialise conv and linear weights for the model's activation; biases to zero.
 
@@ -116,7 +116,7 @@ def init_weights(model: nn.Module, scheme: str) -> None:
         return
     if scheme != "glorot":
         raise ValueError(f"init must be one of {INITS}, got {scheme!r}")
-    gain = {"sigmoid": 4.0, "tanh": 5.0 / 3.0, "relu": 2.0 ** 0.5}[model.activation]
+    gain = {"sigmoid": 4.0, "tanh": 5.0 / 3.0, "relu": 2.0**0.5}[model.activation]
     for module in model.modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
             # The output layer feeds a softmax, not an activation: plain Glorot.

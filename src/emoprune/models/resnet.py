@@ -24,10 +24,9 @@ import torch
 import torchvision
 from torch import nn
 
+from emoprune.choices import ARCHS, WEIGHTS
 from emoprune.errors import UserError
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
-WEIGHTS = ("auto", "imagenet", "none")
 # torchvision's ImageNet normalisation (ResNet*_Weights.IMAGENET1K_V1.transforms()).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float64)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float64)

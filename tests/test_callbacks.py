@@ -1,10 +1,12 @@
 import numpy as np
 import torch
 
-from emoprune import cnn_cv
 from emoprune.models.cnn import CNN
-from emoprune.pruning import PruneMask
-from emoprune.training import fit
+from emoprune.pruning.callbacks import AngleTrace, Pruner, collect_activations
+from emoprune.pruning.mask import PruneMask
+from emoprune.training.checkpoints import CheckpointEvery, load_cnn_checkpoint
+from emoprune.training.crossval import fold_seed
+from emoprune.training.loop import adam, fit
 
 SIDE = 67  # the smallest input the conv stack takes: keeps these tests fast
 
@@ -22,30 +24,60 @@ def toy_data(n=24, seed=0):
 def test_resuming_from_a_checkpoint_replays_the_uninterrupted_run(tmp_path):
     x, y = toy_data()
     straight = small_cnn()
-    opt = cnn_cv.adam(straight, 1e-3)
-    fit(straight, (x, y), None, optimizer=opt, epochs=3, batch_size=8, device="cpu", seed=1,
-        progress=False, callbacks=[cnn_cv.CheckpointEvery(tmp_path, 0, 1, 3, opt, {"fold": 0})])
+    opt = adam(straight, 1e-3)
+    fit(
+        straight,
+        (x, y),
+        None,
+        optimizer=opt,
+        epochs=3,
+        batch_size=8,
+        device="cpu",
+        seed=1,
+        progress=False,
+        callbacks=[CheckpointEvery(tmp_path, 0, 1, 3, opt, {"fold": 0})],
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fold0_epoch001.pt", "fold0_epoch002.pt"]
-    resumed, meta, state = cnn_cv.load_cnn_checkpoint(tmp_path / "fold0_epoch001.pt")
+    resumed, meta, state = load_cnn_checkpoint(tmp_path / "fold0_epoch001.pt")
     assert meta["epoch"] == 1 and meta["fold"] == 0 and state is not None
-    fit(resumed, (x, y), None, optimizer=cnn_cv.adam(resumed, 1e-3, state), epochs=3,
-        batch_size=8, device="cpu", seed=1, start_epoch=1, progress=False)
+    fit(
+        resumed,
+        (x, y),
+        None,
+        optimizer=adam(resumed, 1e-3, state),
+        epochs=3,
+        batch_size=8,
+        device="cpu",
+        seed=1,
+        start_epoch=1,
+        progress=False,
+    )
     for a, b in zip(straight.parameters(), resumed.parameters()):
         torch.testing.assert_close(a, b)
 
 
 def test_collect_activations_shapes():
-    acts = cnn_cv.collect_activations(small_cnn(), toy_data(5)[0], ["fc1", "fc3"], "cpu", 2)
+    acts = collect_activations(small_cnn(), toy_data(5)[0], ["fc1", "fc3"], "cpu", 2)
     assert acts["fc1"].shape == (5, 16) and acts["fc3"].shape == (5, 6)
     assert ((acts["fc1"] > 0) & (acts["fc1"] < 1)).all()
 
 
 def test_angle_trace_rows_and_logging():
     logged = []
-    trace = cnn_cv.AngleTrace(("fc1", "fc2"), "output_weights", None, toy_data(4)[0], "cpu", 3,
-                              lambda metrics, step: logged.append((step, metrics)))
+    trace = AngleTrace(
+        ("fc1", "fc2"),
+        "output_weights",
+        None,
+        toy_data(4)[0],
+        "cpu",
+        3,
+        lambda metrics, step: logged.append((step, metrics)),
+    )
     trace.record(7, small_cnn(), {})
-    assert [(r["epoch"], r["layer"], r["fold"]) for r in trace.rows] == [(7, "fc1", 3), (7, "fc2", 3)]
+    assert [(r["epoch"], r["layer"], r["fold"]) for r in trace.rows] == [
+        (7, "fc1", 3),
+        (7, "fc2", 3),
+    ]
     assert "n_similar" not in trace.rows[0]  # no pruning threshold in train_cnn
     assert 0 < trace.rows[0]["min_angle"] <= trace.rows[0]["max_angle"] < 180
     assert logged[0][0] == 7 and "fold3/fc2/max_angle" in logged[0][1]
@@ -56,20 +88,40 @@ def test_pruner_merges_a_duplicate_and_keeps_it_dead():
     with torch.no_grad():  # neuron 5 of fc2 sends exactly what neuron 1 sends
         model.fc3.weight[:, 5] = model.fc3.weight[:, 1]
     x, y = toy_data()
-    opt = cnn_cv.adam(model, 1e-2)
+    opt = adam(model, 1e-2)
     mask = PruneMask(model, ["fc2"])
     mask.attach(opt)
     calls = []
-    pruner = cnn_cv.Pruner(mask, complementary="remove_both", start_epoch=0, every=2,
-                           on_first_prune=lambda m: calls.append(1), mode="output_weights",
-                           threshold=1.0, x_train=x, device="cpu", fold=0,
-                           log=lambda metrics, step: None)
+    pruner = Pruner(
+        mask,
+        complementary="remove_both",
+        start_epoch=0,
+        every=2,
+        on_first_prune=lambda m: calls.append(1),
+        mode="output_weights",
+        threshold=1.0,
+        x_train=x,
+        device="cpu",
+        fold=0,
+        log=lambda metrics, step: None,
+    )
     # Prune right away (a check at "epoch 0"), then train on: the merged neuron stays dead.
-    from emoprune.training import EpochStats
+    from emoprune.training.loop import EpochStats
+
     pruner(EpochStats(0, 0, 0, None, None, 0, 0), model)
     assert mask.removed["fc2"] == {5} and calls == [1]
-    fit(model, (x, y), None, optimizer=opt, epochs=3, batch_size=8, device="cpu", seed=0,
-        progress=False, callbacks=[pruner])
+    fit(
+        model,
+        (x, y),
+        None,
+        optimizer=opt,
+        epochs=3,
+        batch_size=8,
+        device="cpu",
+        seed=0,
+        progress=False,
+        callbacks=[pruner],
+    )
     assert torch.all(model.fc3.weight[:, 5] == 0) and torch.all(model.fc2.weight[5] == 0)
     assert [r["epoch"] for r in pruner.rows] == [0, 1, 2, 3]
     assert all(r["removed_total"] >= 1 for r in pruner.rows)
@@ -80,6 +132,6 @@ def test_pruner_merges_a_duplicate_and_keeps_it_dead():
 
 
 def test_fold_seed_differs_per_fold():
-    assert cnn_cv.fold_seed(42, 0) != cnn_cv.fold_seed(42, 1)
-    assert cnn_cv.fold_seed(42, 0) == cnn_cv.fold_seed(42, 0)
-    assert np.uint32(cnn_cv.fold_seed(1, 2)) == cnn_cv.fold_seed(1, 2)
+    assert fold_seed(42, 0) != fold_seed(42, 1)
+    assert fold_seed(42, 0) == fold_seed(42, 0)
+    assert np.uint32(fold_seed(1, 2)) == fold_seed(1, 2)

@@ -1,4 +1,4 @@
-"""MLflow tracking, as DESIGN.md's tracking contract specifies.
+"""MLflow tracking, as the tracking contract in docs/design.md specifies.
 
 - URI: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db`` with artifacts in
   ``<root>/mlartifacts``. ``<root>`` is ``$DVC_ROOT`` (DVC points it at the real repo even under
@@ -185,8 +185,10 @@ def ensure_experiment(client: Any, name: str, root: Path) -> str:
     local = not tracking_uri(root).startswith(("http://", "https://"))
     try:
         return client.create_experiment(
-            name, artifact_location=artifact_location(root) if local else None,
-            tags={KIND_TAG: TRAINING_KIND})
+            name,
+            artifact_location=artifact_location(root) if local else None,
+            tags={KIND_TAG: TRAINING_KIND},
+        )
     except MlflowException:  # a parallel worker created it first
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -194,8 +196,9 @@ def ensure_experiment(client: Any, name: str, root: Path) -> str:
         return exp.experiment_id
 
 
-def ensure_parent(client: Any, experiment_id: str, pid: str, tags: Mapping[str, str],
-                  outer: str | None = None) -> str:
+def ensure_parent(
+    client: Any, experiment_id: str, pid: str, tags: Mapping[str, str], outer: str | None = None
+) -> str:
     """The parent run of this pipeline invocation: ``$MLFLOW_RUN_ID`` or a run found by tag.
 
     A parent created here is nested under ``outer`` when given (the run of an ``emoprune
@@ -218,7 +221,8 @@ def ensure_parent(client: Any, experiment_id: str, pid: str, tags: Mapping[str, 
     if outer:
         parent_tags["mlflow.parentRunId"] = outer
     run = client.create_run(
-        experiment_id, run_name=f"pipeline {name}" if name != "workspace" else "pipeline",
+        experiment_id,
+        run_name=f"pipeline {name}" if name != "workspace" else "pipeline",
         tags=parent_tags,
     )
     return run.info.run_id
@@ -279,7 +283,8 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
     os.environ.pop("MLFLOW_RUN_ID", None)
     mark_abandoned_runs(client, experiment_id, stage)
     run = client.create_run(
-        experiment_id, run_name=stage,
+        experiment_id,
+        run_name=stage,
         tags={**tags, "mlflow.parentRunId": parent_id, PID_TAG: _process_tag()},
     )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -287,8 +292,11 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
     try:
         with mlflow.start_run(run_id=run.info.run_id, log_system_metrics=False) as active:
             mlflow.log_params(flatten(params))
-            print(f"[{stage}] MLflow run {run.info.run_id} in {mask_uri(uri)} "
-                  f"(experiment {experiment!r}; `make ui` to browse)", file=sys.stderr)
+            print(
+                f"[{stage}] MLflow run {run.info.run_id} in {mask_uri(uri)} "
+                f"(experiment {experiment!r}; `make ui` to browse)",
+                file=sys.stderr,
+            )
             try:
                 yield active
                 status = "FINISHED"
@@ -335,15 +343,19 @@ def mark_abandoned_runs(client: Any, experiment_id: str, stage: str) -> list[str
     and their pipeline parent, so the UI never shows a dead attempt as still running."""
     stale = []
     for run in client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`dvc.stage` = '{stage}' and attributes.status = 'RUNNING'"):
+        [experiment_id],
+        filter_string=f"tags.`dvc.stage` = '{stage}' and attributes.status = 'RUNNING'",
+    ):
         tag = run.data.tags.get(PID_TAG)
         if tag and not _process_alive(tag):
             client.set_terminated(run.info.run_id, status="KILLED")
             stale.append(run.info.run_id)
             parent = run.data.tags.get("mlflow.parentRunId")
-            if parent and _is_own_parent(client, parent) and \
-                    client.get_run(parent).info.status == "RUNNING":
+            if (
+                parent
+                and _is_own_parent(client, parent)
+                and client.get_run(parent).info.status == "RUNNING"
+            ):
                 client.set_terminated(parent, status="KILLED")
     return stale
 
@@ -377,8 +389,11 @@ class MetricBuffer:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.pending += [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
-                         if v is not None and not math.isnan(v)]
+        self.pending += [
+            Metric(k, float(v), now, int(step))
+            for k, v in metrics.items()
+            if v is not None and not math.isnan(v)
+        ]
         if time.monotonic() - self.last_flush > self.every_s:
             self.flush()
 
@@ -390,7 +405,7 @@ class MetricBuffer:
         if run is not None and self.pending:
             client = MlflowClient()
             for i in range(0, len(self.pending), self.BATCH):
-                client.log_batch(run.info.run_id, metrics=self.pending[i:i + self.BATCH])
+                client.log_batch(run.info.run_id, metrics=self.pending[i : i + self.BATCH])
         self.pending = []
         self.last_flush = time.monotonic()
 
@@ -412,9 +427,13 @@ def epoch_logger(prefix: str):
     """A ``fit`` callback logging one epoch's loss/accuracy as ``<prefix>train_loss`` etc."""
 
     def log(stats: Any, model: Any) -> None:
-        log_metrics({f"{prefix}{k}": getattr(stats, k)
-                     for k in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")},
-                    step=stats.epoch)
+        log_metrics(
+            {
+                f"{prefix}{k}": getattr(stats, k)
+                for k in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+            },
+            step=stats.epoch,
+        )
 
     return log
 
@@ -428,8 +447,9 @@ def log_folder(folder: str | Path, artifact_path: str) -> None:
         rel = path.relative_to(folder)
         if path.is_file() and not any(part.startswith(".") for part in rel.parts):
             parent = rel.parent.as_posix()
-            mlflow.log_artifact(str(path), f"{artifact_path}/{parent}" if parent != "." else
-                                artifact_path)
+            mlflow.log_artifact(
+                str(path), f"{artifact_path}/{parent}" if parent != "." else artifact_path
+            )
 
 
 def log_model(model: Any, example: Any, name: str) -> None:
@@ -445,8 +465,44 @@ def log_model(model: Any, example: Any, name: str) -> None:
     # "pickle" (the class comes from the installed emoprune package): "pt2" would need an input
     # example stored as megabytes of JSON per model, and a slow torch.export trace.
     mlflow.pytorch.log_model(
-        model, name=name, signature=infer_signature(x.numpy(), y),
+        model,
+        name=name,
+        signature=infer_signature(x.numpy(), y),
         serialization_format="pickle",
         # Pinned explicitly: inferring requirements imports every module and takes minutes.
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
     )
+
+
+def log_comparison(headline: Mapping[str, float], reports: str | Path) -> None:
+    """evaluate's run: every model's headline numbers, the union of every stage's params (so the
+    evaluate run alone identifies the experiment), the data version, and the report files."""
+    import mlflow
+    import yaml
+
+    mlflow.log_metrics(dict(headline))
+    everything = flatten(yaml.safe_load(Path("params.yaml").read_text()) or {})
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: v for k, v in everything.items() if k not in logged})
+    lock = yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").exists() else {}
+    data = (lock.get("stages", {}).get("ingest", {}).get("deps") or [{}])[0]
+    if data.get("md5"):
+        mlflow.set_tag("data.md5", data["md5"])
+    log_folder(reports, "evaluate")
+
+
+def fold_model_logger(name: str):
+    """A ``cross_validate`` ``on_fold_end`` hook logging each fold's model as ``name.format(k=k)``
+    (its ``export`` if set: the shrunk network of a pruned fold), with two validation inputs as
+    the signature's example."""
+
+    def log(k: int, fit: Any) -> None:
+        model = fit.export if fit.export is not None else fit.model
+        log_model(model, fit.val[0][:2], name.format(k=k))
+
+    return log
+
+
+def fold_epoch_logger(prefix: str):
+    """``cross_validate``'s ``callbacks``: fold k logs its epochs under ``prefix.format(k=k)``."""
+    return lambda k: [epoch_logger(prefix.format(k=k))]

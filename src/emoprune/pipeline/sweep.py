@@ -19,16 +19,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from emoprune import tracking
+from emoprune.choices import PRUNE_THRESHOLD_RANGE
 from emoprune.errors import UserError
-from emoprune.params import PRUNE_THRESHOLD_RANGE
+from emoprune.pipeline import tracking
 
 DONE = ("Success", "Failed")
 LOST_AFTER_S = 120  # a queued name missing from `dvc queue status` this long is an error
 # Each experiment's headline metrics (from reports/evaluate/metrics.json), for the sweep run.
 EVALUATE = "reports/evaluate/metrics.json"
-SUMMARY = ("pruned/acc_mean", "pruned/acc_std", "pruned/n_params", "cnn/acc_mean",
-           "pruned_vs_cnn/mean_diff")
+SUMMARY = (
+    "pruned/acc_mean",
+    "pruned/acc_std",
+    "pruned/n_params",
+    "cnn/acc_mean",
+    "pruned_vs_cnn/mean_diff",
+)
 
 
 @dataclass
@@ -69,8 +74,9 @@ def queue_status(text: str, names: Sequence[str]) -> dict[str, str]:
         words = line.split()
         for name in names:
             if name in words:
-                status[name] = next((w for w in reversed(words) if w in
-                                     ("Queued", "Running", *DONE)), "Unknown")
+                status[name] = next(
+                    (w for w in reversed(words) if w in ("Queued", "Running", *DONE)), "Unknown"
+                )
     return status
 
 
@@ -88,16 +94,20 @@ def child_env(sweep_run_id: str, root: Path) -> dict[str, str]:
     A configured ``$MLFLOW_TRACKING_URI`` is passed on made absolute (the workers run in
     temporary copies of the repo); without one the stages find the repo's own store themselves.
     """
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "EMOPRUNE_PIPELINE_ID")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "EMOPRUNE_PIPELINE_ID")
+    }
     env[tracking.OUTER_RUN_ENV] = sweep_run_id
     if env.get("MLFLOW_TRACKING_URI", "").strip():
         env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(root)
     return env
 
 
-def run_sweep(thresholds: Sequence[float], jobs: int, experiment: str,
-              poll_s: float = 5.0, out=sys.stderr) -> list[Result]:
+def run_sweep(
+    thresholds: Sequence[float], jobs: int, experiment: str, poll_s: float = 5.0, out=sys.stderr
+) -> list[Result]:
     """Queue, run and summarise one experiment per threshold; returns them in order."""
     from mlflow.tracking import MlflowClient
 
@@ -109,8 +119,9 @@ def run_sweep(thresholds: Sequence[float], jobs: int, experiment: str,
         sweep_id = launcher
     else:
         exp_id = tracking.ensure_experiment(client, experiment, root)
-        sweep_id = client.create_run(exp_id, run_name="sweep",
-                                     tags={tracking.ROLE_TAG: "sweep"}).info.run_id
+        sweep_id = client.create_run(
+            exp_id, run_name="sweep", tags={tracking.ROLE_TAG: "sweep"}
+        ).info.run_id
     client.set_tag(sweep_id, "sweep.thresholds", ",".join(f"{t:g}" for t in thresholds))
     prefix = f"sweep-{uuid.uuid4().hex[:6]}"
     names = [experiment_name(prefix, t) for t in thresholds]
@@ -118,12 +129,24 @@ def run_sweep(thresholds: Sequence[float], jobs: int, experiment: str,
     status: dict[str, str] = {}
     try:
         for name, t in zip(names, thresholds):
-            _dvc("exp", "run", "--queue", "-n", name, "-S", f"prune.threshold={t:g}",
-                 env=env, cwd=root)
+            _dvc(
+                "exp",
+                "run",
+                "--queue",
+                "-n",
+                name,
+                "-S",
+                f"prune.threshold={t:g}",
+                env=env,
+                cwd=root,
+            )
             print(f"[sweep] queued {name} (prune.threshold={t:g})", file=out)
         _dvc("queue", "start", "-j", str(jobs), env=env, cwd=root)
-        print(f"[sweep] {len(names)} experiments on {jobs} workers; "
-              f"`dvc queue status` shows progress", file=out)
+        print(
+            f"[sweep] {len(names)} experiments on {jobs} workers; "
+            f"`dvc queue status` shows progress",
+            file=out,
+        )
         last_seen = time.monotonic()
         while True:
             status = queue_status(_dvc("queue", "status", env=env, cwd=root), names)
@@ -133,14 +156,19 @@ def run_sweep(thresholds: Sequence[float], jobs: int, experiment: str,
                 last_seen = time.monotonic()
             elif time.monotonic() - last_seen > LOST_AFTER_S:
                 lost = [n for n in names if n not in status]
-                raise UserError(f"sweep: {', '.join(lost)} left the DVC queue unfinished "
-                                "(`dvc queue status`, `dvc queue logs NAME`)")
+                raise UserError(
+                    f"sweep: {', '.join(lost)} left the DVC queue unfinished "
+                    "(`dvc queue status`, `dvc queue logs NAME`)"
+                )
             time.sleep(poll_s)
         _dvc("queue", "stop", env=env, cwd=root)  # the workers we started; they'd idle otherwise
         shown = json.loads(_dvc("exp", "show", "--json", env=env, cwd=root) or "[]")
     except KeyboardInterrupt:
-        print(f"[sweep] interrupted; queued experiments may still run: `dvc queue status`, "
-              f"`dvc queue kill {' '.join(names)}`", file=out)
+        print(
+            f"[sweep] interrupted; queued experiments may still run: `dvc queue status`, "
+            f"`dvc queue kill {' '.join(names)}`",
+            file=out,
+        )
         if not launcher:
             client.set_terminated(sweep_id, status="KILLED")
         raise
@@ -170,15 +198,20 @@ def exp_metrics(shown: list, names: Sequence[str]) -> dict[str, dict[str, float]
                 if r.get("name") in names:
                     data = ((r.get("data") or {}).get("metrics") or {}).get(EVALUATE) or {}
                     flat = tracking.flatten(data.get("data") or {})
-                    found[r["name"]] = {k.replace(".", "/"): float(v) for k, v in flat.items()
-                                        if k.replace(".", "/") in SUMMARY}
+                    found[r["name"]] = {
+                        k.replace(".", "/"): float(v)
+                        for k, v in flat.items()
+                        if k.replace(".", "/") in SUMMARY
+                    }
     return found
 
 
 def summary_table(results: Sequence[Result]) -> str:
     """A markdown table: one row per threshold."""
-    lines = ["| threshold | experiment | status | " + " | ".join(SUMMARY) + " |",
-             "|---|---|---|" + "---|" * len(SUMMARY)]
+    lines = [
+        "| threshold | experiment | status | " + " | ".join(SUMMARY) + " |",
+        "|---|---|---|" + "---|" * len(SUMMARY),
+    ]
     for r in results:
         cells = [f"{r.metrics[k]:.4g}" if k in r.metrics else "-" for k in SUMMARY]
         lines.append(f"| {r.threshold:g} | {r.name} | {r.status} | " + " | ".join(cells) + " |")
@@ -189,8 +222,7 @@ def _log_summary(client, run_id: str, results: Sequence[Result]) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, round(r.threshold)) for r in results
-               for k, v in r.metrics.items()]
+    metrics = [Metric(k, v, now, round(r.threshold)) for r in results for k, v in r.metrics.items()]
     if metrics:
         client.log_batch(run_id, metrics=metrics)
     client.log_text(run_id, summary_table(results), "sweep.md")

@@ -1,4 +1,4 @@
-"""The one training loop (train_cnn, prune_cnn and finetune_resnet all use it) and its helpers.
+"""The one training loop (every model's stage uses it) and its helpers.
 
 Kept deliberately plain, in the style of torchvision's classification reference: the caller builds
 the model and optimizer, ``fit`` runs epochs over in-memory tensors, and everything that is not
@@ -21,16 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
 from emoprune.errors import UserError
 
 Callback = Callable[["EpochStats", nn.Module], None]
-
-
-# --------------------------------------------------------------------------- devices and seeds
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,9 +66,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed 63-bit seed for one epoch; independent of every other (seed, epoch)."""
     state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
     return int(state >> np.uint64(1))
-
-
-# --------------------------------------------------------------------------- images -> tensors
 
 
 def channel_stats(
@@ -144,9 +137,6 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 
     c, wp = padded.shape[1], padded.shape[3]
     padded = padded.gather(2, rows[:, None, :, None].expand(b, c, h, wp))
     return padded.gather(3, cols[:, None, None, :].expand(b, c, h, w))
-
-
-# --------------------------------------------------------------------------- the loop
 
 
 @dataclass
@@ -296,9 +286,6 @@ def fit(
     return history
 
 
-# --------------------------------------------------------------------------- inference and metrics
-
-
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -342,14 +329,8 @@ def predict_proba(
     return torch.cat(chunks).numpy()
 
 
-def accuracy_and_f1(y_true, y_pred, n_classes: int) -> tuple[float, float]:
-    """Accuracy and macro-F1 over all ``n_classes`` labels (a class absent from both scores 0)."""
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
-        raise ValueError(f"need equal-length 1-D label arrays, got {y_true.shape}, {y_pred.shape}")
-    accuracy = float(np.mean(y_true == y_pred))
-    f1 = f1_score(
-        y_true, y_pred, average="macro", labels=list(range(n_classes)), zero_division=0
-    )
-    return accuracy, float(f1)
+def adam(model: nn.Module, lr: float, state: dict | None = None) -> torch.optim.Adam:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if state is not None:
+        opt.load_state_dict(state)
+    return opt

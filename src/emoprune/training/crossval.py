@@ -1,4 +1,4 @@
-"""Cross-validation bookkeeping shared by every model: the manifest's folds, splits, summaries.
+"""Cross-validation on the manifest's folds: splits, per-fold seeds, normalised fold tensors.
 
 Every model trains on the other folds and is scored on its own fold, with the folds fixed once by
 ``ingest``, so all models are compared on exactly the same held-out images.
@@ -6,15 +6,19 @@ Every model trains on the other folds and is scored on its own fold, with the fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from emoprune.data.ingest import read_manifest
-from emoprune.training import channel_stats, to_tensor_images
+from emoprune.evaluation.scores import accuracy_and_f1
+from emoprune.training.loop import channel_stats, predict_proba, to_tensor_images
 
 MANIFEST = Path("outputs/ingest/manifest.csv")
 
@@ -76,31 +80,15 @@ def fold_tensors(images: np.ndarray, folds: Folds, k: int) -> FoldTensors:
     )
 
 
-def mean_std(values: Sequence[float]) -> dict[str, float]:
-    """Mean and sample std (ddof=1; 0 for a single fold) of per-fold values."""
-    arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()),
-            "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+def fold_seed(seed: int, fold: int) -> int:
+    """The seed of one fold's run: distinct per fold, fixed by the one ``seed`` param."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{fold}".encode()).digest()[:4], "little")
 
 
-def summarise(per_fold: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """{fold: {metric: value}} -> {metric: {"mean", "std"}} over the folds."""
-    keys = next(iter(per_fold.values())).keys()
-    return {key: mean_std([m[key] for m in per_fold.values()]) for key in keys}
-
-
-def mean_rows(rows: Sequence[Mapping[str, float]], by: str = "epoch",
-              exclude: Sequence[str] = ("fold",)) -> list[dict[str, float]]:
-    """Average rows sharing ``by`` (e.g. one row per fold and epoch -> one per epoch)."""
-    groups: dict[float, list[Mapping[str, float]]] = {}
-    for row in rows:
-        groups.setdefault(row[by], []).append(row)
-    out = []
-    for key in sorted(groups):
-        group = groups[key]
-        numeric = [c for c, v in group[0].items()
-                   if c != by and c not in exclude and isinstance(v, int | float | None)
-                   and not isinstance(v, bool)]
-        out.append({by: key, **{c: float(np.mean([g[c] for g in group if g.get(c) is not None]))
-                                for c in numeric if any(g.get(c) is not None for g in group)}})
-    return out
+def score(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int, device: torch.device
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 and class probabilities (N, n_classes) of ``model`` on (x, y)."""
+    proba = predict_proba(model, x, device=device)
+    acc, f1 = accuracy_and_f1(y.numpy(), proba.argmax(1), n_classes)
+    return {"acc": acc, "f1": f1, "proba": proba}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from emoprune.errors import UserError
-from emoprune.params import Params, load_params
+from emoprune.pipeline.params import Params, load_params
 
 
 def run_stage(name: str, body: Callable[[Params], Any], sections: Sequence[str]) -> None:
@@ -27,7 +27,7 @@ def run_stage(name: str, body: Callable[[Params], Any], sections: Sequence[str])
     start = time.perf_counter()
     try:
         params = load_params()
-        from emoprune import tracking
+        from emoprune.pipeline import tracking
 
         logged = {s: params.section(s) for s in sections}
         with tracking.stage_run(name, params.mlflow.experiment, logged):

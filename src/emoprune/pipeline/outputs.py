@@ -52,8 +52,9 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
-def write_tsv(path: str | Path, rows: Sequence[Mapping[str, Any]],
-              columns: Sequence[str] | None = None) -> None:
+def write_tsv(
+    path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
+) -> None:
     """Rows of dicts -> a TSV with a header (the format `dvc plots` reads)."""
     columns = list(columns or (rows[0].keys() if rows else []))
     lines = ["\t".join(columns)]
@@ -81,3 +82,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return value.as_posix()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Write a matplotlib figure as a PNG atomically (a Ctrl-C never leaves half an image), then
+    close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from emoprune.errors import UserError
 from emoprune.models.cnn import CNN
+from emoprune.training.loop import EpochStats
 
 CNN_META_KEYS = ("n_classes", "activation", "hidden", "in_size")
 
@@ -153,3 +155,75 @@ def build_cnn(meta: Mapping[str, Any]) -> CNN:
         )
     except (ValueError, TypeError) as e:
         raise UserError(f"checkpoint meta does not describe a CNN: {e}") from None
+
+
+def checkpoint_path(folder: str | Path, fold: int, epoch: int | None = None) -> Path:
+    """``fold{k}.pt`` for the final model, ``fold{k}_epoch{e}.pt`` for a resumable checkpoint."""
+    name = f"fold{fold}.pt" if epoch is None else f"fold{fold}_epoch{epoch:03d}.pt"
+    return Path(folder) / name
+
+
+def save_cnn(
+    path: str | Path, model: CNN, optimizer: torch.optim.Optimizer | None = None, **meta: Any
+) -> None:
+    """Save weights (+ optimizer state, to resume with Adam's moments intact) and meta.
+
+    The architecture keys of ``meta`` always come from ``model`` itself, never from a stale meta.
+    """
+    state = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    extra = {k: v for k, v in meta.items() if k not in cnn_meta(model)}
+    if optimizer is not None:
+        extra["optimizer"] = optimizer.state_dict()
+    save_checkpoint(path, state_dict=state, meta=cnn_meta(model, **extra))
+
+
+def load_cnn_checkpoint(path: str | Path) -> tuple[CNN, dict, dict | None]:
+    """(model, meta, optimizer state or None) from a ``save_cnn`` file; UserError if unusable."""
+    from emoprune.training.checkpoints import build_cnn
+
+    state, meta = load_checkpoint(path)
+    model = build_cnn(meta)
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise UserError(
+            f"cannot load checkpoint {path}: weights do not fit the CNN "
+            f"({' '.join(str(exc).split())[:200]})"
+        ) from None
+    return model, meta, meta.pop("optimizer", None)
+
+
+class CheckpointEvery:
+    """fit callback: save a resumable checkpoint every ``every`` epochs (not the last one)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        fold: int,
+        every: int,
+        last: int,
+        optimizer: torch.optim.Optimizer,
+        meta: dict,
+    ):
+        self.folder, self.fold, self.every, self.last = folder, fold, every, last
+        self.optimizer, self.meta = optimizer, meta
+
+    def __call__(self, stats: EpochStats, model: nn.Module) -> None:
+        if stats.epoch % self.every == 0 and stats.epoch < self.last:
+            save_cnn(
+                checkpoint_path(self.folder, self.fold, stats.epoch),
+                model,
+                self.optimizer,
+                epoch=stats.epoch,
+                **self.meta,
+            )
+
+
+def load_resumable(folder: str | Path, fold: int, epoch: int) -> tuple[CNN, dict, dict]:
+    """(model, meta, Adam state) of fold ``fold``'s checkpoint at ``epoch``, to train on from."""
+    path = checkpoint_path(folder, fold, epoch)
+    model, meta, opt_state = load_cnn_checkpoint(path)
+    if opt_state is None:
+        raise UserError(f"{path}: no optimizer state to resume from")
+    return model, meta, opt_state

@@ -1,0 +1,34 @@
+"""The named choices that params, models and pruning share: one source for each list.
+
+Torch-free on purpose, so validating params.yaml never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# SFEW's seven emotions; a class's label is its index here (Angry = 0).
+EMOTIONS = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
+
+Device = Literal["auto", "cpu", "cuda"]
+GroupBy = Literal["none", "clip"]
+
+Activation = Literal["sigmoid", "relu", "tanh"]
+Init = Literal["glorot", "pytorch"]
+HiddenLayer = Literal["fc1", "fc2", "fc3"]
+PruneMode = Literal["output_weights", "input_weights", "full_weights", "activations"]
+Complementary = Literal["remove_both", "fold"]
+
+Arch = Literal["resnet18", "resnet34", "resnet50"]
+Weights = Literal["auto", "imagenet", "none"]
+
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+INITS: tuple[str, ...] = get_args(Init)
+HIDDEN_LAYERS: tuple[str, ...] = get_args(HiddenLayer)
+PRUNE_MODES: tuple[str, ...] = get_args(PruneMode)
+COMPLEMENTARY: tuple[str, ...] = get_args(Complementary)
+ARCHS: tuple[str, ...] = get_args(Arch)
+WEIGHTS: tuple[str, ...] = get_args(Weights)
+
+# Degrees, open: 0 prunes nothing, and from 90 the similar and complementary ranges overlap.
+PRUNE_THRESHOLD_RANGE = (0, 90)

@@ -1,0 +1,1 @@
+"""Evaluation: scores, statistics across folds, leakage checks, size/latency, report, figures."""

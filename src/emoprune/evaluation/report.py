@@ -1,0 +1,303 @@
+"""The comparison report (reports/evaluate/comparison.md): our models beside the paper's figures.
+
+Accuracies are fractions in [0, 1] throughout; the report renders them as percentages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+LEAKAGE_ACC = 0.60  # 5-fold SFEW accuracies far above this point to train/validation leakage
+
+
+DASH = "–"
+
+
+# The paper's results table (fractions). ``test_range``/``note`` carry figures that are not a
+# single number, so nothing is invented where the paper only shows a curve.
+PUBLISHED: dict[str, dict[str, Any]] = {
+    "mlp": {
+        "label": "PCA (LPQ+PHOG) + neural network",
+        "train_acc": None,
+        "test_acc": None,
+        "test_range": (0.28, 0.32),
+        "note": "table: below the CNN (loss curve only); text: MLP on 10 PCA features 28–32%",
+        "source": "paper, results table (loss curve only) and text (MLP on 10 PCA features)",
+    },
+    "cnn": {
+        "label": "CNN (5-fold)",
+        "train_acc": 0.99,
+        "test_acc": 0.35,
+        "source": "paper, results table: CNN, 5-fold CV",
+    },
+    "pruned": {
+        "label": "CNN + pruning, 15–25 degrees (5-fold)",
+        "train_acc": 0.99,
+        "test_acc": 0.38,
+        "source": "paper, results table: CNN + distinctiveness pruning (15–25°), 5-fold CV",
+    },
+    "resnet18": {
+        "label": "ResNet18 (single split, 25 epochs)",
+        "train_acc": 0.99,
+        "test_acc": 0.33,
+        "source": "paper, results table: ResNet18, single split, 25 epochs",
+    },
+    "resnet34": {
+        "label": "ResNet34 (single split, 25 epochs)",
+        "train_acc": 0.99,
+        "test_acc": 0.31,
+        "source": "paper, results table: ResNet34, single split, 25 epochs",
+    },
+    "resnet50": {
+        "label": "ResNet50 (single split, 25 epochs)",
+        "train_acc": 0.99,
+        "test_acc": 0.34,
+        "source": "paper, results table: ResNet50, single split, 25 epochs",
+    },
+}
+
+
+# Published reference points that are not one of our models.
+PUBLISHED_OTHER: tuple[str, ...] = (
+    "Dhall et al. 2011, LPQ / PHOG with an RBF SVM: 43.7% / 46.3% (5-fold, not person-independent)",
+    "SFEW strict person-independent baseline: 19.0%",
+)
+
+
+MODEL_NAMES = {
+    "mlp": "PCA + MLP",
+    "cnn": "CNN",
+    "pruned": "CNN + pruning",
+    "resnet18": "ResNet18",
+    "resnet34": "ResNet34",
+    "resnet50": "ResNet50",
+}
+
+
+PROTOCOLS = {
+    "none": "cv.group_by=none: frames of one clip may sit in different folds, so near-duplicate "
+    "frames can leak between training and validation",
+    "clip": "cv.group_by=clip: all frames of a clip sit in the same fold",
+}
+
+
+def _pct(x: Any, digits: int = 1) -> str:
+    return DASH if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _mean_std(r: Mapping[str, Any], key: str) -> str:
+    mean, std = r.get(f"{key}_mean"), r.get(f"{key}_std")
+    if mean is None:
+        return DASH
+    # One fold has no spread: "± 0.0" would read as a perfectly stable result.
+    if std is None or len(r.get("folds") or ()) == 1:
+        return f"{100 * mean:.1f}%"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}%"
+
+
+def _params(n: Any) -> str:
+    if n is None:
+        return DASH
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(int(n))
+
+
+def _published_test(pub: Mapping[str, Any] | None) -> str:
+    if pub is None:
+        return DASH
+    if pub.get("test_acc") is not None:
+        return _pct(pub["test_acc"], 0)
+    if pub.get("test_range") is not None:
+        lo, hi = pub["test_range"]
+        return f"{100 * lo:.0f}–{100 * hi:.0f}% (text); below the CNN (table)"
+    return DASH
+
+
+def model_label(key: str, r: Mapping[str, Any]) -> str:
+    label = MODEL_NAMES.get(key, key)
+    weights = r.get("weights")
+    if key.startswith("resnet"):
+        label += {"imagenet": " (ImageNet weights)", "random": " (random init)"}.get(
+            weights, " (weights not recorded)" if weights is None else f" ({weights})"
+        )
+    return label
+
+
+def _folds_cell(r: Mapping[str, Any], n_folds: int) -> str:
+    fs = r.get("folds")
+    if not fs:
+        return DASH
+    return (
+        f"{len(fs)}/{n_folds}"
+        if len(fs) == n_folds
+        else f"{len(fs)}/{n_folds} ({', '.join(str(k) for k in fs)})"
+    )
+
+
+def model_order(results: Mapping[str, Any]) -> list[str]:
+    known = [k for k in PUBLISHED if k in results]
+    return known + [k for k in results if k not in PUBLISHED]
+
+
+def comparison_markdown(
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    protocol: str,
+    n_folds: int,
+    paired: Mapping[str, Any] | None,
+    weights_note: str | None,
+    twins: Mapping[str, Any],
+    class_names: Sequence[str],
+) -> str:
+    """A markdown report: our results beside the paper's, then the caveats needed to read them.
+
+    ``results[model]`` holds acc_mean, acc_std, f1_mean, f1_std, folds and optionally
+    train_acc_mean, n_params, ms_per_image, weights, neurons_removed, recall. ``protocol`` is
+    the ``cv.group_by`` value ("none"/"clip") or a ready-made sentence. Missing values render
+    as "–".
+    """
+    order = model_order(results)
+    lines = [
+        "# Results beside the paper",
+        "",
+        "| model | train acc (ours) | test acc (ours, mean ± std over folds) | macro-F1 (ours) "
+        "| params | ms/image | folds | published train acc | published test acc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in order:
+        r, pub = results[key], PUBLISHED.get(key)
+        ms = r.get("ms_per_image")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    model_label(key, r),
+                    _pct(r.get("train_acc_mean")),
+                    _mean_std(r, "acc"),
+                    _mean_std(r, "f1"),
+                    _params(r.get("n_params")),
+                    DASH if ms is None else f"{ms:.2f}",
+                    _folds_cell(r, n_folds),
+                    DASH if pub is None else _pct(pub.get("train_acc"), 0),
+                    _published_test(pub),
+                ]
+            )
+            + " |"
+        )
+
+    group = PROTOCOLS.get(protocol, protocol)
+    if protocol in PROTOCOLS:
+        group = f"{n_folds}-fold stratified CV on the manifest folds ({group})."
+    lines += [
+        "",
+        f"**Protocol:** {group} Every model is scored on the same held-out images; "
+        "the published columns are the paper's figures, not ours.",
+        "",
+    ]
+
+    lines += ["## CNN vs pruned CNN (paired over folds)", ""]
+    if paired is None:
+        lines.append("Not available: the CNN or the pruned CNN has no results.")
+    else:
+        lines.append(paired["verdict"])
+        p_t, p_w = paired.get("t_pvalue"), paired.get("wilcoxon_pvalue")
+        lines += [
+            "",
+            f"- paired t-test p: {DASH if p_t is None else f'{p_t:.3g}'}"
+            + ("" if p_t is not None else f" ({paired.get('t_reason')})"),
+            f"- Wilcoxon signed-rank p: {DASH if p_w is None else f'{p_w:.3g}'}"
+            + ("" if p_w is not None else f" ({paired.get('wilcoxon_reason')})"),
+            "- per-fold difference (points): "
+            + (
+                ", ".join(f"fold {k}: {100 * d:+.1f}" for k, d in paired.get("diffs", {}).items())
+                or DASH
+            ),
+        ]
+    removed = results.get("pruned", {}).get("neurons_removed")
+    if removed:
+        lines.append(
+            "- neurons removed by pruning: "
+            + ", ".join(f"{layer}: {n}" for layer, n in removed.items())
+        )
+    lines.append("")
+
+    resnets = [k for k in order if k.startswith("resnet")]
+    if resnets or weights_note:
+        lines += ["## ResNet weights and folds", ""]
+        random_init = [
+            MODEL_NAMES.get(k, k) for k in resnets if results[k].get("weights") == "random"
+        ]
+        if random_init:
+            lines.append(
+                f"> **WARNING: {', '.join(random_init)} trained from RANDOM "
+                "initialisation — this is NOT transfer learning; these numbers are not "
+                "comparable with ImageNet-pretrained ResNets.**"
+            )
+            lines.append("")
+        for k in resnets:
+            w = results[k].get("weights")
+            lines.append(
+                f"- {MODEL_NAMES.get(k, k)}: weights = {w or 'not recorded'}; scored "
+                f"only on the folds it was trained on: {_folds_cell(results[k], n_folds)}"
+                ". The paper used a single split, so its std is not comparable."
+            )
+        if weights_note:
+            lines.append(f"- {weights_note}")
+        lines.append("")
+
+    lines += ["## Leakage checks", ""]
+    total = int(twins.get("total", 0))
+    if total:
+        per = ", ".join(f"fold {k}: {n}" for k, n in twins.get("per_fold", {}).items())
+        ex = ", ".join(f"{v}↔{t}" for v, t in twins.get("examples", []))
+        lines.append(
+            f"> **WARNING: {total} validation image(s) have a byte-identical twin in "
+            f"their fold's training part** ({per}; e.g. manifest rows {ex}). Those "
+            "images are scored on data the model was trained on."
+        )
+    else:
+        lines.append(
+            "No validation image has a byte-identical twin (same SHA-1) in its "
+            "training part. Near-duplicate frames are not caught by this check."
+        )
+    high = [k for k in order if (results[k].get("acc_mean") or 0) > LEAKAGE_ACC]
+    if high:
+        names = ", ".join(f"{MODEL_NAMES.get(k, k)} ({_pct(results[k]['acc_mean'])})" for k in high)
+        lines += [
+            "",
+            f"> **LEAKAGE CAUTION:** {names} above {LEAKAGE_ACC:.0%} mean accuracy. "
+            "Published 5-fold SFEW results are 31–46%; figures this high usually mean "
+            "frames of one clip or person sit on both sides of the split.",
+        ]
+    lines.append("")
+
+    recall_models = [k for k in order if results[k].get("recall")]
+    if recall_models:
+        lines += [
+            "## Per-class recall (pooled over evaluated folds)",
+            "",
+            "| model | " + " | ".join(class_names) + " |",
+            "|---|" + "---|" * len(class_names),
+        ]
+        for k in recall_models:
+            rec = results[k]["recall"]
+            lines.append(
+                f"| {MODEL_NAMES.get(k, k)} | "
+                + " | ".join(_pct(rec.get(c)) for c in class_names)
+                + " |"
+            )
+        lines.append("")
+
+    lines += ["## Published figures (sources)", ""]
+    for k in order:
+        if k in PUBLISHED:
+            pub = PUBLISHED[k]
+            figures = pub.get("note") or (
+                f"train {_pct(pub['train_acc'], 0)}, test {_published_test(pub)}"
+            )
+            lines.append(
+                f"- {MODEL_NAMES[k]}: published {pub['label']}: {figures} — {pub['source']}"
+            )
+    lines += [f"- published: {s}" for s in PUBLISHED_OTHER]
+    lines.append(f"- chance level for {len(class_names)} classes: {1 / len(class_names):.1%}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,150 @@
+"""Statistics across folds: mean and spread, fold-mean curves, and the paired comparison."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05  # evidence bar of the paired tests, stated in every verdict
+
+
+def sample_std(values: Sequence[float]) -> float:
+    # ddof=1: folds are a sample of possible splits; one fold has no spread to estimate.
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample std (ddof=1; 0 for a single fold) of per-fold values."""
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+
+
+def summarise(per_fold: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """{fold: {metric: value}} -> {metric: {"mean", "std"}} over the folds."""
+    keys = next(iter(per_fold.values())).keys()
+    return {key: mean_std([m[key] for m in per_fold.values()]) for key in keys}
+
+
+def mean_rows(
+    rows: Sequence[Mapping[str, float]], by: str = "epoch", exclude: Sequence[str] = ("fold",)
+) -> list[dict[str, float]]:
+    """Average rows sharing ``by`` (e.g. one row per fold and epoch -> one per epoch)."""
+    groups: dict[float, list[Mapping[str, float]]] = {}
+    for row in rows:
+        groups.setdefault(row[by], []).append(row)
+    out = []
+    for key in sorted(groups):
+        group = groups[key]
+        numeric = [
+            c
+            for c, v in group[0].items()
+            if c != by
+            and c not in exclude
+            and isinstance(v, int | float | None)
+            and not isinstance(v, bool)
+        ]
+        out.append(
+            {
+                by: key,
+                **{
+                    c: float(np.mean([g[c] for g in group if g.get(c) is not None]))
+                    for c in numeric
+                    if any(g.get(c) is not None for g in group)
+                },
+            }
+        )
+    return out
+
+
+def paired_comparison(
+    a: Mapping[int, float],
+    b: Mapping[int, float],
+    name_a: str,
+    name_b: str,
+    *,
+    metric: str = "accuracy",
+) -> dict[str, Any]:
+    """Compare two models' per-fold scores (fractions) on the folds they share.
+
+    Differences are ``b - a``. Returns n, folds, diffs, mean_diff, the paired t-test and
+    Wilcoxon signed-rank p-values (None with a ``*_reason`` when undefined), and a one-sentence
+    ``verdict`` that uses p < 0.05 as its evidence bar.
+    """
+    common = sorted(set(a) & set(b))
+    diffs = np.array([b[k] - a[k] for k in common], dtype=float)
+    diffs[np.abs(diffs) < 1e-12] = 0.0  # float noise would turn "identical" into "different"
+    n = len(common)
+    t_p = w_p = None
+    t_reason = w_reason = None
+    if n < 2:
+        t_reason = w_reason = f"needs at least 2 common folds, got {n}"
+    elif not np.any(diffs):
+        t_reason = w_reason = "all differences are zero"
+    else:
+        if np.ptp(diffs) < 1e-12:  # constant difference: t = d/0, undefined
+            t_reason = "the difference is the same on every fold (zero variance)"
+        else:
+            t_p = float(stats.ttest_rel([b[k] for k in common], [a[k] for k in common]).pvalue)
+        with warnings.catch_warnings():
+            # Zeros/ties make scipy fall back to the normal approximation with a warning.
+            warnings.simplefilter("ignore")
+            w_p = float(stats.wilcoxon(diffs).pvalue)
+    mean_diff = float(diffs.mean()) if n else None
+    return {
+        "name_a": name_a,
+        "name_b": name_b,
+        "metric": metric,
+        "n": n,
+        "folds": common,
+        "diffs": {int(k): float(d) for k, d in zip(common, diffs)},
+        "mean_diff": mean_diff,
+        "t_pvalue": t_p,
+        "t_reason": t_reason,
+        "wilcoxon_pvalue": w_p,
+        "wilcoxon_reason": w_reason,
+        "alpha": ALPHA,
+        "verdict": _verdict(name_a, name_b, metric, n, mean_diff, t_p, diffs),
+    }
+
+
+def _verdict(
+    name_a: str,
+    name_b: str,
+    metric: str,
+    n: int,
+    mean_diff: float | None,
+    t_p: float | None,
+    diffs: np.ndarray,
+) -> str:
+    if n == 0 or mean_diff is None:
+        return f"{name_a} and {name_b} share no evaluated folds: nothing to compare."
+    lead = (
+        f"With {n} fold{'s' if n != 1 else ''}, the {name_b}'s {metric} differs from the "
+        f"{name_a}'s by {100 * mean_diff:+.1f} points"
+    )
+    if n < 3:
+        return (
+            f"{lead}, but {n} fold{'s are' if n != 1 else ' is'} too few for a paired test "
+            "to be meaningful: no conclusion."
+        )
+    if not np.any(diffs):
+        return f"{lead} (identical on every fold): no difference."
+    if t_p is None:
+        return (
+            f"{lead} (the same on every fold, so the t-test is undefined): "
+            "too little variation to judge."
+        )
+    if t_p < ALPHA:
+        direction = "higher" if mean_diff > 0 else "lower"
+        return (
+            f"{lead} (paired t-test p = {t_p:.2g} < {ALPHA}): evidence that the {name_b} "
+            f"scores {direction} than the {name_a} on these folds."
+        )
+    return (
+        f"{lead} (paired t-test p = {t_p:.2g}, evidence bar p < {ALPHA}): "
+        f"no evidence of a difference between the {name_b} and the {name_a}."
+    )

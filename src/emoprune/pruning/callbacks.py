@@ -1,0 +1,191 @@
+"""Pruning and angle tracing as callbacks of the training loop (``training.loop.fit``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from emoprune.models.cnn import CNN
+from emoprune.pruning.angles import angles, neuron_vectors
+from emoprune.pruning.distinctiveness import layer_angle_stats, prune_model
+from emoprune.pruning.mask import PruneMask
+from emoprune.training.loop import EpochStats
+
+
+def collect_activations(
+    model: CNN, x: torch.Tensor, layers: Sequence[str], device: torch.device, batch_size: int = 256
+) -> dict[str, np.ndarray]:
+    """Post-activation outputs {layer: (N, width)} over inputs ``x`` (N, 3, S, S), eval mode."""
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            _, hidden = model.forward_with_hidden(x[start : start + batch_size].to(device), layers)
+            for layer in layers:
+                chunks[layer].append(hidden[layer].float().cpu())
+    model.train(was_training)
+    return {layer: torch.cat(c).numpy() for layer, c in chunks.items()}
+
+
+class AngleTrace:
+    """fit callback: the min/max pairwise angle (and pairs past the threshold) per layer.
+
+    Rows go to ``rows`` (for angles.tsv) and to ``log`` (MLflow, step=epoch). Activations are
+    collected only in ``activations`` mode, where they define the neuron vectors. With
+    ``threshold=None`` only the angles are traced (train_cnn has no pruning threshold).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str],
+        mode: str,
+        threshold: float | None,
+        x_train: torch.Tensor,
+        device: torch.device,
+        fold: int,
+        log: Callable[[dict, int], None],
+        removed: Callable[[str], set[int]] = lambda layer: set(),
+    ):
+        self.layers, self.mode, self.threshold = tuple(layers), mode, threshold
+        self.x_train, self.device, self.fold, self.log = x_train, device, fold, log
+        self.removed = removed
+        self.rows: list[dict[str, Any]] = []
+
+    def activations(self, model: CNN) -> dict[str, np.ndarray]:
+        if self.mode != "activations":
+            return {}
+        return collect_activations(model, self.x_train, self.layers, self.device)
+
+    def record(self, epoch: int, model: CNN, acts: dict[str, np.ndarray]) -> None:
+        rows = []
+        for layer in self.layers:
+            st = layer_angle_stats(
+                model,
+                layer,
+                acts.get(layer),
+                self.mode,
+                self.threshold or 15.0,
+                removed=self.removed(layer),
+            )
+            if self.threshold is None:  # min/max only: pair counts need a pruning threshold
+                del st["n_similar"], st["n_complementary"]
+            rows.append(
+                {
+                    "fold": self.fold,
+                    "epoch": epoch,
+                    "layer": layer,
+                    **st,
+                    "pruned_now": 0,
+                    "removed_total": len(self.removed(layer)),
+                }
+            )
+        self.add_rows(rows)
+
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+        self.log(
+            {
+                f"fold{r['fold']}/{r['layer']}/{k}": float(v)
+                for r in rows
+                for k, v in r.items()
+                if k not in ("fold", "epoch", "layer")
+            },
+            rows[0]["epoch"],
+        )
+
+    def __call__(self, stats: EpochStats, model: nn.Module) -> None:
+        self.record(stats.epoch, model, self.activations(model))
+
+
+class Pruner(AngleTrace):
+    """fit callback: Gedeon's distinctiveness check every ``every`` epochs, traced every epoch.
+
+    The mask it fills is attached to the optimizer, so removed neurons stay dead through Adam's
+    later steps. ``on_first_prune(model)`` runs once, right after the first check that removed
+    something, to score the network "just after pruning".
+    """
+
+    def __init__(
+        self,
+        mask: PruneMask,
+        *,
+        complementary: str,
+        start_epoch: int,
+        every: int,
+        on_first_prune: Callable[[nn.Module], None] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(mask.layers, removed=lambda layer: mask.removed[layer], **kwargs)
+        self.mask, self.complementary = mask, complementary
+        self.start_epoch, self.every = start_epoch, every
+        self.on_first_prune = on_first_prune
+        self.log_ids: list[dict[str, Any]] = []  # the pruned neuron ids per check (JSON log)
+        self.histograms: dict[str, dict[str, np.ndarray]] = {}  # first / last check angles
+
+    def __call__(self, stats: EpochStats, model: nn.Module) -> None:
+        epoch = stats.epoch
+        if (epoch - self.start_epoch) % self.every:
+            self.record(epoch, model, self.activations(model))
+            return
+        # Activations cost a forward pass over the training fold: gather them only when the
+        # check needs them (the activations mode, or complementary pairs to fold into the bias).
+        need = self.mode == "activations" or any(
+            layer_angle_stats(
+                model, layer, None, self.mode, self.threshold, removed=self.mask.removed[layer]
+            )["n_complementary"]
+            for layer in self.layers
+        )
+        acts = collect_activations(model, self.x_train, self.layers, self.device) if need else {}
+        for layer in self.layers:
+            fc_in, fc_out = model.fc_pair(layer)
+            vecs = neuron_vectors(
+                fc_in, fc_out, acts.get(layer), self.mode, activation=model.activation
+            )
+            vecs[sorted(self.mask.removed[layer])] = 0
+            a = angles(vecs)
+            values = a[np.triu_indices_from(a, 1)]
+            values = values[~np.isnan(values)]
+            self.histograms.setdefault("first", {}).setdefault(layer, values)
+            self.histograms.setdefault("last", {})[layer] = values
+        before = {layer: set(self.mask.removed[layer]) for layer in self.layers}
+        steps = prune_model(model, acts, self.mask, self.threshold, self.mode, self.complementary)
+        rows = []
+        for layer, step in steps.items():
+            self.log_ids.append(
+                {
+                    "fold": self.fold,
+                    "epoch": epoch,
+                    "layer": layer,
+                    "removed": sorted(int(i) for i in step.removed),
+                    "similar": [[int(a), int(b), round(float(g), 3)] for a, b, g in step.similar],
+                    "complementary": [
+                        [int(a), int(b), round(float(g), 3)] for a, b, g in step.complementary
+                    ],
+                }
+            )
+            # The angles the check saw (before it pruned), and the neurons removed after it.
+            rows.append(
+                {
+                    "fold": self.fold,
+                    "epoch": epoch,
+                    "layer": layer,
+                    "min_angle": step.min_angle,
+                    "max_angle": step.max_angle,
+                    "n_similar": step.n_similar_pairs,
+                    "n_complementary": step.n_complementary_pairs,
+                    "n_alive": self.mask.width(layer) - len(before[layer]),
+                    "pruned_now": len(step.removed),
+                    "removed_total": len(self.mask.removed[layer]),
+                }
+            )
+        self.add_rows(rows)
+        if self.on_first_prune is not None and any(
+            self.mask.removed[layer] - before[layer] for layer in self.layers
+        ):
+            self.on_first_prune(model)
+            self.on_first_prune = None

@@ -1,0 +1,160 @@
+"""How each model is built and fit on one fold: the ``fit_fold`` bodies of the training stages.
+
+Each recipe takes its params.yaml section as ``cfg`` (read by attribute, so any object with those
+fields will do), one fold's data and its ``FoldContext`` (seed, device, checkpoint folder,
+callbacks); it returns the ``FoldFit`` that the cross-validation driver scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from emoprune.features.pca import fit_descriptor_pca
+from emoprune.models.cnn import CNN
+from emoprune.models.mlp import mlp
+from emoprune.models.resnet import build_resnet, make_optimizer_and_scheduler
+from emoprune.training import checkpoints as ckpt
+from emoprune.training.crossval import FoldTensors
+from emoprune.training.driver import FoldContext, FoldFit
+from emoprune.training.loop import adam, fit
+
+
+def train_cnn_fold(cfg: Any, data: FoldTensors, fold: FoldContext, in_size: int) -> FoldFit:
+    """The paper's CNN from scratch (``cfg``: the cnn section), with a resumable checkpoint
+    every ``cfg.checkpoint_every`` epochs for prune_cnn to start from."""
+    model = CNN(len(fold.classes), cfg.activation, in_size=in_size, init=cfg.init).to(fold.device)
+    opt = adam(model, cfg.lr)
+    meta = {
+        "fold": fold.k,
+        "mean": data.mean.tolist(),
+        "std": data.std.tolist(),
+        "classes": list(fold.classes),
+    }
+    every = ckpt.CheckpointEvery(fold.out, fold.k, cfg.checkpoint_every, cfg.epochs, opt, meta)
+    history = fit(
+        model,
+        (data.x_train, data.y_train),
+        (data.x_val, data.y_val),
+        optimizer=opt,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        device=fold.device,
+        seed=fold.seed,
+        augment=cfg.augment,
+        desc=f"cnn fold {fold.k}",
+        callbacks=[*fold.callbacks, every],
+    )
+    ckpt.save_cnn(ckpt.checkpoint_path(fold.out, fold.k), model, epoch=cfg.epochs, **meta)
+    seconds = float(np.mean([h.seconds for h in history]))
+    return FoldFit(
+        model,
+        history,
+        (data.x_train, data.y_train),
+        (data.x_val, data.y_val),
+        {"seconds_per_epoch": seconds},
+    )
+
+
+def train_mlp_fold(
+    cfg: Any,
+    descriptors: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    split: tuple[np.ndarray, np.ndarray],
+    fold: FoldContext,
+) -> FoldFit:
+    """The PCA baseline (``cfg``: the mlp section): a scaler + PCA per descriptor, fit on the
+    training part only so the held-out fold never shapes the features, then a sigmoid MLP.
+
+    ``descriptors`` are {name: (N, dim)} and ``labels`` (N,) in manifest order; ``split`` is
+    (train indices, validation indices). Per-fold metrics: each PCA's explained variance.
+    """
+    train, val = split
+    pcas = {
+        n: fit_descriptor_pca(x[train], cfg.pca_components, fold.seed)
+        for n, x in descriptors.items()
+    }
+    x = torch.from_numpy(
+        np.hstack([pcas[n].transform(descriptors[n]) for n in descriptors]).astype(np.float32)
+    )
+    y = torch.from_numpy(labels)
+    model = mlp(x.shape[1], cfg.hidden, len(fold.classes))
+    history = fit(
+        model,
+        (x[train], y[train]),
+        (x[val], y[val]),
+        optimizer=torch.optim.Adam(model.parameters(), lr=cfg.lr),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        device=fold.device,
+        seed=fold.seed,
+        desc=f"mlp fold {fold.k}",
+        callbacks=fold.callbacks,
+    )
+    ckpt.save_checkpoint(
+        fold.out / f"fold{fold.k}.pt",
+        state_dict=model.state_dict(),
+        meta={
+            "n_inputs": int(x.shape[1]),
+            "hidden": list(cfg.hidden),
+            "n_classes": len(fold.classes),
+            "pca": {n: pc.to_meta() for n, pc in pcas.items()},
+            "fold": fold.k,
+            "classes": list(fold.classes),
+        },
+    )
+    evr = {
+        f"{n}_explained_variance": float(pc.explained_variance_ratio.sum())
+        for n, pc in pcas.items()
+    }
+    return FoldFit(model, history, (x[train], y[train]), (x[val], y[val]), evr)
+
+
+def finetune_resnet_fold(
+    cfg: Any,
+    arch: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    split: tuple[np.ndarray, np.ndarray],
+    fold: FoldContext,
+) -> FoldFit:
+    """torchvision's transfer-learning recipe (``cfg``: the finetune section) for ``arch``.
+
+    ``x`` (N, 3, S, S) ImageNet-normalised, ``y`` (N,). The weights actually used (``imagenet``
+    or ``random``) are the fit's ``notes["weights"]``.
+    """
+    train, val = split
+    model, weights = build_resnet(arch, len(fold.classes), cfg.weights, cfg.freeze_backbone)
+    opt, sched = make_optimizer_and_scheduler(
+        model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
+    )
+    history = fit(
+        model,
+        (x[train], y[train]),
+        (x[val], y[val]),
+        optimizer=opt,
+        scheduler=sched,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        device=fold.device,
+        seed=fold.seed,
+        desc=f"{arch} fold {fold.k}",
+        callbacks=fold.callbacks,
+    )
+    ckpt.save_checkpoint(
+        fold.out / f"fold{fold.k}.pt",
+        state_dict=model.state_dict(),
+        meta={
+            "arch": arch,
+            "weights": weights,
+            "fold": fold.k,
+            "n_classes": len(fold.classes),
+            "classes": list(fold.classes),
+        },
+    )
+    return FoldFit(
+        model, history, (x[train], y[train]), (x[val], y[val]), notes={"weights": weights}
+    )
