@@ -182,7 +182,7 @@ def cnn_rows(smoke: bool, device: str = "cpu") -> list[dict]:
     if device.type == "cuda" and not smoke:
         n = 2048
     seed_everything(0)
-    model = CNN().to(device)  # the paper's settings: 227 px, sigmoid, (512, 128, 64)
+    model = CNN().to(device)  # the defaults: 227 px, conv ReLU + FC sigmoid, (512, 128, 64)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(n, 3, 227, 227, device=device)
     y = torch.randint(0, 7, (n,), device=device)

@@ -43,6 +43,10 @@ def main(p: Params) -> None:
             n_folds=len(set(folds.tolist())),
             paired=paired,
             weights_note=None,
+            pruning={**p.prune.model_dump(), "epochs": p.cnn.epochs},
+            generated_sample=compare.read_json("reports/ingest.json").get(
+                "generated_sample", False
+            ),
             twins=twins,
             class_names=classes,
         ),
@@ -59,4 +63,4 @@ def main(p: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("evaluate", main, sections=("evaluate", "cv"))
+    run_stage("evaluate", main, sections=("evaluate", "cv", "prune"))

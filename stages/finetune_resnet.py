@@ -11,13 +11,12 @@ import torch
 from emoprune.data.arrays import load_images
 from emoprune.models.cnn import count_parameters
 from emoprune.models.resnet import prepare_inputs
-from emoprune.pipeline import reports, tracking
+from emoprune.pipeline import reports
+from emoprune.pipeline.logged_cv import cross_validate_logged
 from emoprune.pipeline.outputs import atomic_path, write_json
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
 from emoprune.training.crossval import load_folds
-from emoprune.training.driver import cross_validate
-from emoprune.training.loop import resolve_device
 from emoprune.training.recipes import finetune_resnet_fold
 
 OUT, REPORTS = "outputs/models/resnet", "reports/finetune_resnet"
@@ -31,17 +30,15 @@ def main(p: Params) -> None:
     with atomic_path(OUT) as tmp:
         for arch in f.archs:
             (tmp / arch).mkdir(parents=True)
-            cv = cross_validate(
-                fold_ids,
-                p.seed,
+            cv = cross_validate_logged(
+                p,
                 lambda fold, arch=arch: finetune_resnet_fold(
                     f, arch, x, y, folds.split(fold.k), fold
                 ),
-                classes=p.data.classes,
-                device=resolve_device(p.device),
-                out=tmp / arch,
-                callbacks=tracking.fold_epoch_logger(arch + "/fold{k}/"),
-                on_fold_end=tracking.fold_model_logger(arch + "_fold{k}"),
+                tmp / arch,
+                model_name=arch + "_fold{k}",
+                fold_ids=fold_ids,
+                prefix=arch + "/",
             )
             weights = cv.last.notes["weights"]
             summary[arch] = cv.summary(

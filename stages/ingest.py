@@ -5,7 +5,12 @@ from collections import Counter
 
 import mlflow
 
-from emoprune.data.ingest import build_manifest, display_path, manifest_csv
+from emoprune.data.ingest import (
+    build_manifest,
+    display_path,
+    is_generated_sample,
+    manifest_csv,
+)
 from emoprune.evaluation import figures
 from emoprune.pipeline.outputs import write_json, write_text
 from emoprune.pipeline.params import Params
@@ -31,12 +36,14 @@ def main(p: Params) -> None:
         "per_class": per_class,
         "per_fold": {str(k): sum(r.fold == k for r in records) for k in range(p.cv.folds)},
         "group_by": p.cv.group_by,
-        "n_clips": len({(r.emotion, r.clip) for r in records}),
+        "generated_sample": is_generated_sample(p.data.raw),
+        "n_clips": len({r.clip for r in records}),
         "skipped": [vars(s) for s in skipped],
         "converted": converted,
     }
     write_text(MANIFEST, manifest_csv(records))
     write_json(REPORT, report)
+    mlflow.set_tag("data.generated_sample", str(report["generated_sample"]).lower())
     mlflow.log_metrics(
         {
             "n_images": len(records),

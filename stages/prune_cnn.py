@@ -3,14 +3,13 @@ Gedeon's distinctiveness pruning, so pruned and unpruned CNNs get the same epoch
 
 from emoprune.data.arrays import load_images
 from emoprune.pipeline import reports, tracking
+from emoprune.pipeline.logged_cv import cross_validate_logged
 from emoprune.pipeline.outputs import atomic_path, write_json
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
 from emoprune.pruning.resume import prune_fold
 from emoprune.training import checkpoints as ckpt
 from emoprune.training.crossval import fold_tensors, load_folds
-from emoprune.training.driver import cross_validate
-from emoprune.training.loop import resolve_device
 
 CNN_DIR, OUT, REPORTS = "outputs/models/cnn", "outputs/models/pruned", "reports/prune_cnn"
 
@@ -30,16 +29,7 @@ def main(p: Params) -> None:
 
     with atomic_path(OUT) as tmp:
         tmp.mkdir()
-        cv = cross_validate(
-            folds.ids,
-            p.seed,
-            fit_fold,
-            classes=p.data.classes,
-            device=resolve_device(p.device),
-            out=tmp,
-            callbacks=tracking.fold_epoch_logger("fold{k}/"),
-            on_fold_end=tracking.fold_model_logger("shrunk_fold{k}"),
-        )
+        cv = cross_validate_logged(p, fit_fold, tmp, model_name="shrunk_fold{k}")
     metrics = cv.summary(threshold=q.threshold, layers=list(q.layers))
     write_json(f"{REPORTS}/pruned_ids.json", [row for r in pruners for row in r.log_ids])
     reports.write_training_reports(

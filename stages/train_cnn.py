@@ -4,12 +4,12 @@ from emoprune.choices import HIDDEN_LAYERS
 from emoprune.data.arrays import load_images
 from emoprune.models.cnn import count_parameters
 from emoprune.pipeline import reports, tracking
+from emoprune.pipeline.logged_cv import cross_validate_logged
 from emoprune.pipeline.outputs import atomic_path
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
 from emoprune.pruning.callbacks import AngleTrace
 from emoprune.training.crossval import fold_tensors, load_folds
-from emoprune.training.driver import cross_validate
 from emoprune.training.loop import resolve_device
 from emoprune.training.recipes import train_cnn_fold
 
@@ -36,16 +36,7 @@ def main(p: Params) -> None:
 
     with atomic_path(OUT) as tmp:
         tmp.mkdir()
-        cv = cross_validate(
-            folds.ids,
-            p.seed,
-            fit_fold,
-            classes=p.data.classes,
-            device=device,
-            out=tmp,
-            callbacks=tracking.fold_epoch_logger("fold{k}/"),
-            on_fold_end=tracking.fold_model_logger("model_fold{k}"),
-        )
+        cv = cross_validate_logged(p, fit_fold, tmp, model_name="model_fold{k}")
     metrics = cv.summary(n_params=count_parameters(cv.last.model), epochs=p.cnn.epochs)
     rows = [row for t in traces for row in t.rows]
     reports.write_training_reports(REPORTS, "CNN", metrics, cv.epoch_rows, rows)

@@ -5,12 +5,11 @@ import mlflow
 import numpy as np
 
 from emoprune.pipeline import reports, tracking
+from emoprune.pipeline.logged_cv import cross_validate_logged
 from emoprune.pipeline.outputs import atomic_path
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
 from emoprune.training.crossval import load_folds
-from emoprune.training.driver import cross_validate
-from emoprune.training.loop import resolve_device
 from emoprune.training.recipes import train_mlp_fold
 
 FEATURES, OUT, REPORTS = "outputs/features", "outputs/models/mlp", "reports/train_mlp"
@@ -27,16 +26,7 @@ def main(p: Params) -> None:
 
     with atomic_path(OUT) as tmp:
         tmp.mkdir()
-        cv = cross_validate(
-            folds.ids,
-            p.seed,
-            fit_fold,
-            classes=p.data.classes,
-            device=resolve_device(p.device),
-            out=tmp,
-            callbacks=tracking.fold_epoch_logger("fold{k}/"),
-            on_fold_end=tracking.fold_model_logger("model_fold{k}"),
-        )
+        cv = cross_validate_logged(p, fit_fold, tmp, model_name="model_fold{k}")
     metrics = cv.summary(n_inputs=2 * p.mlp.pca_components, epochs=p.mlp.epochs)
     reports.write_training_reports(REPORTS, "PCA + MLP", metrics, cv.epoch_rows)
     for n in descriptors:

@@ -34,7 +34,7 @@ class Payload:
 @pytest.fixture
 def small_cnn() -> CNN:
     torch.manual_seed(0)
-    return CNN(in_size=67, activation="tanh", hidden=(20, 10, 5))
+    return CNN(in_size=67, conv_activation="relu", fc_activation="tanh", hidden=(20, 10, 5))
 
 
 def test_round_trip(tmp_path, small_cnn):
@@ -51,7 +51,8 @@ def test_round_trip(tmp_path, small_cnn):
     model, loaded_meta, optimizer = load_cnn_checkpoint(path)
     assert loaded_meta == {
         "n_classes": 7,
-        "activation": "tanh",
+        "conv_activation": "relu",
+        "fc_activation": "tanh",
         "hidden": [20, 10, 5],
         "in_size": 67,
         "epoch": 7,
@@ -60,7 +61,7 @@ def test_round_trip(tmp_path, small_cnn):
         "params": {"lr": 1e-3, "seed": 3},
     }
     assert optimizer is None
-    assert model.hidden == (20, 10, 5) and model.activation == "tanh"
+    assert model.hidden == (20, 10, 5) and model.fc_activation == "tanh"
     x = torch.randn(3, 3, 67, 67)
     torch.testing.assert_close(model.eval()(x), small_cnn.eval()(x), rtol=0, atol=0)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -60,7 +62,7 @@ def test_frozen_parameters_are_not_counted():
     "activation, kind", [("sigmoid", nn.Sigmoid), ("relu", nn.ReLU), ("tanh", nn.Tanh)]
 )
 def test_activations(batch, activation, kind):
-    model = CNN(activation=activation)
+    model = CNN(conv_activation=activation, fc_activation=activation)
     acts = [m for m in model.modules() if isinstance(m, (nn.Sigmoid, nn.ReLU, nn.Tanh))]
     assert acts and all(type(m) is kind for m in acts)
     logits = model(batch)
@@ -68,13 +70,41 @@ def test_activations(batch, activation, kind):
     assert torch.isfinite(logits).all()
 
 
-def test_unknown_activation():
-    with pytest.raises(ValueError, match="activation"):
-        CNN(activation="gelu")
+def test_unknown_activation_or_init():
+    with pytest.raises(ValueError, match="conv_activation"):
+        CNN(conv_activation="gelu")
+    with pytest.raises(ValueError, match="fc_activation"):
+        CNN(fc_activation="gelu")
+    with pytest.raises(ValueError, match="fc_init"):
+        CNN(fc_init="lecun")
+
+
+def test_default_is_conv_relu_he_and_fc_sigmoid_with_torchs_init(batch):
+    torch.manual_seed(0)
+    model = CNN()
+    conv_acts = [type(m) for m in model.features if not isinstance(m, (nn.Conv2d, nn.MaxPool2d))]
+    assert conv_acts == [nn.ReLU] * 4 and type(model.act) is nn.Sigmoid
+    assert (model.conv_activation, model.fc_activation) == ("relu", "sigmoid")
+    # He (fan-in, gain sqrt 2) on the convs, biases zero.
+    conv = model.features[0]
+    fan_in = conv.weight[0].numel()
+    assert conv.weight.abs().max() <= math.sqrt(6 / fan_in) and torch.all(conv.bias == 0)
+    assert conv.weight.abs().max() > 0.9 * math.sqrt(6 / fan_in)
+    # torch's default Linear init: uniform(+-1/sqrt(fan_in)) and non-zero biases.
+    w = model.fc2.weight
+    assert w.abs().max() <= 1 / math.sqrt(w.shape[1]) and torch.any(model.fc2.bias != 0)
+    assert torch.isfinite(model(batch)).all()
+
+
+def test_the_sigmoid_glorot_net_is_still_available():
+    model = CNN(conv_activation="sigmoid", conv_init="glorot", fc_init="glorot")
+    assert all(type(m) is not nn.ReLU for m in model.modules())
+    w = model.fc1.weight  # gain 4 for the sigmoid: ~8x torch's default scale on fc1
+    assert w.abs().max() > 0.9 * 4 * math.sqrt(6 / (w.shape[0] + w.shape[1]))
 
 
 def test_hidden_activations_shape_and_range(batch):
-    model = CNN(activation="sigmoid")
+    model = CNN(fc_activation="sigmoid")
     for layer, width in zip(HIDDEN_LAYERS, (512, 128, 64)):
         h = model.hidden_activations(batch, layer)
         assert h.shape == (2, width)
@@ -82,7 +112,7 @@ def test_hidden_activations_shape_and_range(batch):
 
 
 def test_forward_with_hidden_matches_forward(batch):
-    model = CNN(activation="relu")
+    model = CNN(fc_activation="relu")
     logits, hidden = model.forward_with_hidden(batch, ("fc1", "fc3"))
     assert set(hidden) == {"fc1", "fc3"}
     torch.testing.assert_close(logits, model(batch))
@@ -128,7 +158,12 @@ def test_glorot_init_is_scaled_for_the_activation():
     from emoprune.models.cnn import init_weights
 
     for activation, gain in (("sigmoid", 4.0), ("tanh", 5 / 3), ("relu", math.sqrt(2))):
-        model = CNN(activation=activation, init="glorot")
+        model = CNN(
+            conv_activation=activation,
+            fc_activation=activation,
+            conv_init="glorot",
+            fc_init="glorot",
+        )
         w = model.fc2.weight
         bound = gain * math.sqrt(6 / (w.shape[0] + w.shape[1]))
         assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
@@ -136,4 +171,4 @@ def test_glorot_init_is_scaled_for_the_activation():
         out = model.fc4.weight
         assert out.abs().max() <= math.sqrt(6 / (out.shape[0] + out.shape[1]))
     with pytest.raises(ValueError, match="init"):
-        init_weights(CNN(), "he")
+        init_weights([CNN().fc1], "xavier", "sigmoid")

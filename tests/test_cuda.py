@@ -33,7 +33,7 @@ def test_training_on_the_gpu_matches_the_cpu():
     losses = {}
     for device in ("cpu", "cuda"):
         seed_everything(0)
-        model = CNN(init="glorot").to(device)
+        model = CNN().to(device)
         history = fit(
             model,
             (x, y),
@@ -52,7 +52,7 @@ def test_training_on_the_gpu_matches_the_cpu():
 
 def test_a_gpu_checkpoint_loads_on_a_cpu_machine_and_resumes_on_the_gpu(tmp_path):
     seed_everything(0)
-    model = CNN(init="glorot").cuda()
+    model = CNN().cuda()
     opt = adam(model, 6e-4)
     x, y = _data(16)
     fit(
@@ -91,7 +91,7 @@ def test_a_gpu_checkpoint_loads_on_a_cpu_machine_and_resumes_on_the_gpu(tmp_path
 
 def test_pruning_on_the_gpu_keeps_neurons_dead_and_shrinks_exactly():
     seed_everything(0)
-    model = CNN(init="glorot").cuda()
+    model = CNN().cuda()
     x, y = _data(32)
     mask = PruneMask(model)
     acts = collect_activations(model, x, mask.layers, torch.device("cuda"))

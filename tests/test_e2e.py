@@ -207,10 +207,15 @@ def test_prune_cnn_outputs(pipeline):
     assert {"fc1_min_angle", "fc2_max_angle", "fc3_n_similar", "fc1_removed_total"} <= set(header)
     ids = json.loads((repo / "reports/prune_cnn/pruned_ids.json").read_text())
     assert {e["layer"] for e in ids} == {"fc1", "fc2", "fc3"}
+    # Pruning acted: neurons were removed, and the shrunk network is really smaller.
+    assert sum(e["removed"] != [] for e in ids) > 0
+    assert metrics["params_shrunk"]["mean"] < metrics["params_unpruned"]["mean"]
+    assert sum(metrics[f"{layer}_left"]["mean"] for layer in ("fc1", "fc2", "fc3")) < 512 + 128 + 64
 
 
 def test_exp_run_threshold_reruns_only_pruning(pipeline):
     repo, _, _ = pipeline
+    before = json.loads((repo / "reports/prune_cnn/metrics.json").read_text())
     proc = sh(repo, "dvc", "exp", "run", "-n", "t15", "-S", "prune.threshold=15")
     ran = {
         line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")
@@ -222,6 +227,10 @@ def test_exp_run_threshold_reruns_only_pruning(pipeline):
     assert "t15" in names
     params = names["t15"]["data"]["params"]["params.yaml"]["data"]
     assert params["prune"]["threshold"] == 15
+    # The threshold changes what pruning does, not just the latency noise.
+    after = json.loads((repo / "reports/prune_cnn/metrics.json").read_text())
+    left = [f"{layer}_left" for layer in ("fc1", "fc2", "fc3")]
+    assert [after[k]["mean"] for k in left] != [before[k]["mean"] for k in left]
     client, all_runs = runs(repo)
     pruned = [
         r

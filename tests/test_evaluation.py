@@ -219,3 +219,71 @@ def test_figures_render_and_confusion_rows(case):
     assert len(rows) == len(labels)
     assert rows[0] == {"actual": "A", "predicted": "A"}
     assert sum(r == {"actual": "B", "predicted": "C"} for r in rows) == 1
+
+
+def test_report_states_pruning_the_sample_the_plateau_and_the_published_caveats():
+    r = results()
+    r["mlp"] = {
+        "acc_mean": 0.3,
+        "acc_std": 0.01,
+        "f1_mean": 0.3,
+        "f1_std": 0.01,
+        "folds": [0, 1, 2, 3, 4],
+        "plateau_folds": [],
+    }
+    r["cnn"].update(ms_per_image=4.0, ms_q25=3.9, ms_q75=4.2, plateau_folds=[3])
+    r["pruned"].update(
+        ms_per_image=4.4,
+        ms_q25=4.3,
+        ms_q75=4.6,
+        unchanged=False,
+        neurons_removed={"fc1": {"mean": 29.2, "of": 512, "per_fold": [14, 6, 30, 64, 32]}},
+    )
+    pruning = {
+        "layers": ["fc1"],
+        "mode": "output_weights",
+        "threshold": 25.0,
+        "complementary": "remove_both",
+        "start_epoch": 10,
+        "every": 1,
+        "epochs": 50,
+    }
+    md = comparison_markdown(
+        r,
+        protocol="none",
+        n_folds=5,
+        paired=None,
+        weights_note=None,
+        twins={"per_fold": {}, "total": 0, "examples": []},
+        class_names=tuple("ABCDEFG"),
+        pruning=pruning,
+        generated_sample=True,
+    )
+    assert "Ran on the generated sample, not on SFEW" in md
+    assert "fc1: 29.2 of 512 (mean over folds; per fold 14, 6, 30, 64, 32)" in md
+    assert "threshold 25°" in md and "epoch 10" in md and "budget of 50 epochs" in md
+    assert "second hidden layer" in md and "152" in md
+    mlp_row = next(line for line in md.splitlines() if line.startswith("| PCA + MLP"))
+    assert "none in the paper (28–32%: other course reports)" in mlp_row
+    resnet_row = next(line for line in md.splitlines() if line.startswith("| ResNet18"))
+    assert resnet_row.rstrip(" |").endswith("33% ¹") and "Best val Acc" in md
+    cnn_row = next(line for line in md.splitlines() if line.startswith("| CNN ⚠ |"))
+    assert "4.00 (3.90–4.20)" in cnn_row
+    assert "⚠ CNN: fold(s) 3 ended training below twice chance (28.6% train acc)" in md
+
+
+def test_an_unchanged_pruned_network_is_reported_as_such():
+    r = results()
+    r["pruned"].update(ms_per_image=0.88, ms_q25=0.8, ms_q75=0.9, unchanged=True)
+    md = comparison_markdown(
+        r,
+        protocol="none",
+        n_folds=5,
+        paired=None,
+        weights_note=None,
+        twins={"per_fold": {}, "total": 0, "examples": []},
+        class_names=CLASSES,
+    )
+    pruned_row = next(line for line in md.splitlines() if line.startswith("| CNN + pruning"))
+    assert "= CNN (unchanged)" in pruned_row and "0.88" not in pruned_row
+    assert "generated sample" not in md

@@ -54,6 +54,18 @@ def test_group_by_clip_keeps_a_clip_in_one_fold():
     del rng
 
 
+def test_group_by_clip_keeps_a_clip_in_one_fold_across_emotion_folders(raw_copy):
+    # SFEW has clips whose frames were labelled with two emotions: the clip id alone groups them.
+    happy, sad = first(raw_copy, "Happy"), first(raw_copy, "Sad")
+    twin = raw_copy / "Sad" / f"{clip_of(happy.name)}_99999999.png"
+    twin.write_bytes(sad.read_bytes())
+    for seed in range(6):
+        records, _ = build_manifest(raw_copy, EMOTIONS, folds=2, seed=seed, group_by="clip")
+        clip = [r for r in records if r.clip == clip_of(happy.name)]
+        assert {r.emotion for r in clip} == {"Happy", "Sad"}
+        assert len({r.fold for r in clip}) == 1, f"seed {seed}: the clip spans two folds"
+
+
 def test_clip_of_sfew_names():
     assert clip_of("Airheads_000519240_00000005.png") == "Airheads_000519240"
     assert clip_of("Black_Swan_001_02.png") == "Black_Swan_001"

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from conftest import REPO
@@ -79,12 +81,50 @@ def test_training_params_are_validated(raw, message):
 
 def test_paper_values_are_the_defaults():
     p = parse_params({})
-    assert (p.cnn.activation, p.cnn.lr, p.cnn.batch_size, p.cnn.epochs) == (
-        "sigmoid",
-        0.0006,
-        32,
-        50,
-    )
-    assert (p.prune.threshold, p.prune.layers, p.prune.mode) == (25.0, ("fc2",), "output_weights")
+    assert (p.cnn.lr, p.cnn.batch_size, p.cnn.epochs) == (0.0006, 32, 50)
+    assert (p.prune.threshold, p.prune.layers, p.prune.mode) == (25.0, ("fc1",), "output_weights")
     assert (p.mlp.pca_components, p.mlp.epochs) == (5, 450)
     assert (p.features.phog_bins, p.features.phog_angle, p.features.phog_levels) == (8, 360, 3)
+
+
+def test_the_default_cnn_is_the_regime_that_reproduces_the_paper():
+    # Conv ReLU (He) + FC sigmoid (torch's default init): docs/paper.md, "The regime".
+    c = parse_params({}).cnn
+    assert (c.conv_activation, c.conv_init, c.fc_activation, c.fc_init) == (
+        "relu",
+        "he",
+        "sigmoid",
+        "pytorch",
+    )
+    old = parse_params(
+        {"cnn": {"conv_activation": "sigmoid", "conv_init": "glorot", "fc_init": "glorot"}}
+    ).cnn
+    assert (old.conv_activation, old.fc_activation, old.conv_init, old.fc_init) == (
+        "sigmoid",
+        "sigmoid",
+        "glorot",
+        "glorot",
+    )
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            {"cnn": {"conv_activation": "gelu"}},
+            "cnn.conv_activation must be one of sigmoid, relu, tanh",
+        ),
+        (
+            {"cnn": {"fc_init": "xavier"}},
+            "cnn.fc_init must be one of pytorch, he, glorot, got 'xavier'",
+        ),
+        (
+            {"cnn": {"activation": "relu"}},
+            "unknown key cnn.activation (did you mean fc_activation or conv_activation?)",
+        ),
+        ({"cnn": {"init": "glorot"}}, "unknown key cnn.init (did you mean "),
+    ],
+)
+def test_cnn_activation_and_init_params(raw, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_params(raw)

@@ -42,7 +42,7 @@ def project(tmp_path, monkeypatch, clean_env):
     monkeypatch.chdir(tmp_path)
     for fold in (0, 1):
         torch.manual_seed(fold)
-        model = CNN(hidden=(16, 8, 6), in_size=67, init="glorot")
+        model = CNN(hidden=(16, 8, 6), in_size=67)
         save_cnn(
             f"outputs/models/cnn/fold{fold}.pt",
             model,

@@ -303,7 +303,7 @@ def test_bad_mode_and_option():
 
 def small_cnn(activation="sigmoid", seed=0):
     torch.manual_seed(seed)
-    return CNN(activation=activation, **SMALL)
+    return CNN(conv_activation=activation, fc_activation=activation, **SMALL)
 
 
 def batch(n=16, seed=1):
@@ -448,3 +448,56 @@ def test_model_size_and_latency():
     assert res["params"] == count_parameters(model)
     assert res["latency_ms"] > 0
     assert model.training  # mode restored
+
+
+def _pair_net(same_incoming: bool, parallel_outgoing: bool):
+    """fc_in 4 -> 3 sigmoid units -> fc_out 2, where units 0 and 1 are alike in one sense."""
+    torch.manual_seed(0)
+    fc_in, fc_out = torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        fc_in.weight.copy_(
+            torch.tensor([[1.0, -2.0, 0.5, 0.0], [0.3, 1.5, -1.0, 2.0], [-1.0, 0.2, 0.7, -0.4]])
+        )
+        fc_in.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        if same_incoming:
+            fc_in.weight[1] = fc_in.weight[0]
+            fc_in.bias[1] = fc_in.bias[0]
+        fc_out.weight.copy_(torch.tensor([[0.8, -0.5, 0.3], [-0.2, 0.9, -0.6]]))
+        if parallel_outgoing:
+            fc_out.weight[:, 1] = 2.0 * fc_out.weight[:, 0]
+    x = torch.randn(50, 4)
+    return fc_in, fc_out, x
+
+
+def _outputs(fc_in, fc_out, x):
+    with torch.no_grad():
+        h = torch.sigmoid(fc_in(x))
+        return fc_out(h), h
+
+
+def test_a_merge_keeps_the_output_only_when_the_activations_are_equal():
+    # activations mode: units 0 and 1 fire identically (angle 0) -> the merge is exact.
+    fc_in, fc_out, x = _pair_net(same_incoming=True, parallel_outgoing=False)
+    before, h = _outputs(fc_in, fc_out, x)
+    step = distinctiveness_step(fc_in, fc_out, h, 15.0, mode="activations")
+    assert step.similar and step.removed == {1}
+    torch.testing.assert_close(_outputs(fc_in, fc_out, x)[0], before)
+
+    # output_weights mode (the paper's): units 0 and 1 have parallel outgoing weights (angle 0)
+    # but different activations -> merged all the same, and the output changes.
+    fc_in, fc_out, x = _pair_net(same_incoming=False, parallel_outgoing=True)
+    before, h = _outputs(fc_in, fc_out, x)
+    step = distinctiveness_step(fc_in, fc_out, h, 15.0, mode="output_weights")
+    assert step.similar and step.removed == {1}
+    after = _outputs(fc_in, fc_out, x)[0]
+    assert (after - before).abs().max() > 0.05
+
+
+def test_paired_latency_times_every_model_in_turn():
+    from emoprune.evaluation.size import paired_latency
+
+    big, small = small_cnn(), shrink(small_cnn(), None)
+    times = paired_latency({"cnn": big, "pruned": small}, in_size=67, repeats=5, warmup=1)
+    assert set(times) == {"cnn", "pruned"} and all(len(t) == 5 for t in times.values())
+    assert all(t > 0 for ts in times.values() for t in ts)
+    assert big.training and small.training  # modes restored

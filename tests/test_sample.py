@@ -11,7 +11,8 @@ NAME = re.compile(r"^[A-Za-z]+_\d{9}_\d{8}\.png$")
 
 
 def test_layout_names_and_sizes(tiny_sample):
-    assert sorted(p.name for p in tiny_sample.iterdir()) == sorted(EMOTIONS)
+    folders = sorted(p.name for p in tiny_sample.iterdir() if p.is_dir())
+    assert folders == sorted(EMOTIONS)
     for emotion in EMOTIONS:
         files = sorted((tiny_sample / emotion).iterdir())
         assert len(files) == (3 if emotion == "Disgust" else 4)
@@ -65,3 +66,16 @@ def test_cli_rejects_bad_count(tmp_path, capsys):
         sample.main([str(tmp_path), "--per-class", "0"])
     assert exc.value.code == 2
     assert "--per-class" in capsys.readouterr().err
+
+
+def test_the_sample_says_it_is_not_sfew(tiny_sample, tmp_path):
+    from emoprune.data.ingest import SAMPLE_MARKER, build_manifest, is_generated_sample
+
+    assert (
+        is_generated_sample(tiny_sample) and "Not SFEW" in (tiny_sample / SAMPLE_MARKER).read_text()
+    )
+    records, skipped = build_manifest(tiny_sample, EMOTIONS, folds=2, seed=0)
+    assert not skipped and all(r.path.endswith(".png") for r in records)  # the marker is no frame
+    real = tmp_path / "raw"
+    (real / "Happy").mkdir(parents=True)
+    assert not is_generated_sample(real)

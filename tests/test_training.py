@@ -87,7 +87,7 @@ def test_fit_learns_a_separable_problem():
 
 def test_fit_trains_the_cnn():
     seed_everything(0)
-    model = CNN(in_size=67, activation="relu", hidden=(16, 8, 8))
+    model = CNN(in_size=67, fc_activation="relu", hidden=(16, 8, 8))
     x = torch.randn(8, 3, 67, 67)
     y = torch.randint(0, 7, (8,))
     before = copy.deepcopy(model.state_dict())

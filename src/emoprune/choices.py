@@ -14,7 +14,7 @@ Device = Literal["auto", "cpu", "cuda"]
 GroupBy = Literal["none", "clip"]
 
 Activation = Literal["sigmoid", "relu", "tanh"]
-Init = Literal["glorot", "pytorch"]
+Init = Literal["pytorch", "he", "glorot"]
 HiddenLayer = Literal["fc1", "fc2", "fc3"]
 PruneMode = Literal["output_weights", "input_weights", "full_weights", "activations"]
 Complementary = Literal["remove_both", "fold"]

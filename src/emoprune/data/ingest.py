@@ -51,6 +51,14 @@ class Skipped:
     reason: str
 
 
+SAMPLE_MARKER = "GENERATED_SAMPLE.txt"  # written by emoprune.data.sample beside the classes
+
+
+def is_generated_sample(raw: str | Path) -> bool:
+    """True when ``raw`` holds the generated sample rather than real frames."""
+    return (Path(raw) / SAMPLE_MARKER).is_file()
+
+
 def clip_of(filename: str) -> str:
     """``<Movie>_<clip>_<frame>.png`` -> ``<Movie>_<clip>``: frames of one clip look alike."""
     stem = Path(filename).stem
@@ -240,7 +248,8 @@ def build_manifest(
     records, skipped = scan(raw, classes)
     check_counts(records, classes, folds, match_class_folders(Path(raw), classes), skipped)
     labels = np.array([r.label for r in records])
-    groups = np.array([f"{r.emotion}/{r.clip}" for r in records]) if group_by == "clip" else None
+    # By the clip id alone: a clip whose frames sit in two emotion folders is still one clip.
+    groups = np.array([r.clip for r in records]) if group_by == "clip" else None
     if groups is not None and len(set(groups)) < folds:
         raise UserError(
             f"cv.group_by=clip: only {len(set(groups))} clips, fewer than cv.folds={folds}"

@@ -52,3 +52,42 @@ def model_size_and_latency(
         "params": count_parameters(model),
         "latency_ms": 1000.0 * statistics.median(times) / batch,
     }
+
+
+def paired_latency(
+    models: dict[str, nn.Module],
+    in_size: int,
+    repeats: int = 20,
+    warmup: int = 3,
+    threads: int = 1,
+) -> dict[str, list[float]]:
+    """CPU inference times (ms, batch 1) of several models, timed back to back in one process.
+
+    The models take turns within every repeat (a, b, a, b, ...), so a machine that slows down or
+    speeds up during the measurement affects them alike, and a ratio between them is a fair
+    comparison. Returns {name: ``repeats`` times in ms}.
+    """
+    cpu = {
+        name: (m if next(m.parameters()).device.type == "cpu" else copy.deepcopy(m).cpu())
+        for name, m in models.items()
+    }
+    modes = {name: m.training for name, m in cpu.items()}
+    x = torch.randn(1, 3, in_size, in_size)
+    times: dict[str, list[float]] = {name: [] for name in cpu}
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for m in cpu.values():
+                m.eval()
+            for r in range(warmup + repeats):
+                for name, m in cpu.items():
+                    t0 = time.perf_counter()
+                    m(x)
+                    if r >= warmup:
+                        times[name].append(1000.0 * (time.perf_counter() - t0))
+    finally:
+        for name, m in cpu.items():
+            m.train(modes[name])
+        torch.set_num_threads(old_threads)
+    return times

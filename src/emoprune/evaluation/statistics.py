@@ -148,3 +148,23 @@ def _verdict(
         f"{lead} (paired t-test p = {t_p:.2g}, evidence bar p < {ALPHA}): "
         f"no evidence of a difference between the {name_b} and the {name_a}."
     )
+
+
+PLATEAU_FACTOR = 2  # final training accuracy below this many times chance: the fold never learnt
+
+
+def plateau_folds(per_fold: Mapping[int, Mapping[str, Any]], n_classes: int) -> list[int]:
+    """Folds whose final training accuracy is below twice chance (2 / n_classes).
+
+    Such a fold stayed on the initial plateau (a sigmoid net under a poor init can sit at
+    loss ln C for hundreds of steps). It is flagged, never dropped, reseeded or re-run: its
+    validation score still counts in the mean, and the flag says why that mean is low.
+    """
+    return [k for k, m in per_fold.items() if m["train_acc"] < plateau_bar(n_classes)]
+
+
+def plateau_bar(n_classes: int) -> float:
+    """Twice chance; for very few classes, at most halfway from chance to perfect (with 2
+    classes twice chance would be 100%)."""
+    chance = 1 / n_classes
+    return min(PLATEAU_FACTOR * chance, (chance + 1) / 2)

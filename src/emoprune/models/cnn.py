@@ -1,8 +1,14 @@
 """The paper's final CNN (docs/paper.md): four conv layers, two max-pools, four FC layers.
 
 Input 3x227x227 -> conv1 16@55 -> conv2 32@26 -> conv3 64@24 -> pool 12 -> conv4 64@12 -> pool 6
--> fc1 2304->512 -> fc2 512->128 -> fc3 128->64 -> fc4 64->7. Every activation is the same
-function (sigmoid by default, as in the paper).
+-> fc1 2304->512 -> fc2 512->128 -> fc3 128->64 -> fc4 64->7.
+
+The conv stack and the hidden FC layers have their own activation and init. The defaults of
+params.yaml (conv ReLU with He init, FC sigmoid with torch's default init) are the setup that, on
+the real frames, reproduces both the paper's learning and its moving FC angles (docs/paper.md):
+with sigmoid everywhere and Glorot's gain-4 init the FC weights start about eight times larger
+and Adam hardly turns them, and with torch's default init everywhere the sigmoid net stays on its
+initial plateau.
 
 The hidden FC layers keep stable attribute names (``fc1``..``fc3``) because pruning addresses them
 by name, and ``hidden`` is a constructor argument so that ``pruning.shrink`` can build a physically
@@ -16,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from emoprune.choices import HIDDEN_LAYERS, INITS
+from emoprune.choices import ACTIVATIONS, HIDDEN_LAYERS, INITS
 
 ACTIVATION_MODULES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 PAPER_HIDDEN = (512, 128, 64)
@@ -27,33 +33,41 @@ class CNN(nn.Module):
 
     Args:
         n_classes: output units (7 emotions).
-        activation: ``sigmoid`` | ``relu`` | ``tanh``, used after every conv and hidden FC layer.
+        conv_activation: ``sigmoid`` | ``relu`` | ``tanh`` after every conv layer.
+        fc_activation: the same choice after every hidden FC layer (the units pruning acts on).
         hidden: widths of fc1, fc2, fc3.
         in_size: input height = width; 227 gives the paper's 6x6 map before fc1.
-        init: ``glorot`` (scaled for the activation, see ``init_weights``) or ``pytorch``
-            (torch's default layer init).
+        conv_init, fc_init: ``pytorch`` (torch's default layer init), ``he`` (He et al. 2015,
+            for ReLU) or ``glorot`` (Glorot & Bengio 2010, scaled for the activation); see
+            ``init_weights``.
     """
 
     def __init__(
         self,
         n_classes: int = 7,
-        activation: str = "sigmoid",
+        conv_activation: str = "relu",
+        fc_activation: str = "sigmoid",
         hidden: Sequence[int] = PAPER_HIDDEN,
         in_size: int = 227,
-        init: str = "pytorch",
+        conv_init: str = "he",
+        fc_init: str = "pytorch",
     ):
         super().__init__()
-        if activation not in ACTIVATION_MODULES:
-            raise ValueError(
-                f"activation must be one of {sorted(ACTIVATION_MODULES)}, got {activation!r}"
-            )
+        for name, value, allowed in (
+            ("conv_activation", conv_activation, ACTIVATIONS),
+            ("fc_activation", fc_activation, ACTIVATIONS),
+            ("conv_init", conv_init, INITS),
+            ("fc_init", fc_init, INITS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if len(hidden) != 3:
             raise ValueError(f"hidden must give 3 widths (fc1, fc2, fc3), got {list(hidden)}")
-        self.activation = activation
+        self.conv_activation, self.fc_activation = conv_activation, fc_activation
         self.hidden = tuple(int(h) for h in hidden)
         self.n_classes = n_classes
         self.in_size = in_size
-        act = ACTIVATION_MODULES[activation]
+        act = ACTIVATION_MODULES[conv_activation]
         self.features = nn.Sequential(
             nn.Conv2d(3, 16, kernel_size=11, stride=4),
             act(),
@@ -72,8 +86,13 @@ class CNN(nn.Module):
         self.fc2 = nn.Linear(widths[1], widths[2])
         self.fc3 = nn.Linear(widths[2], widths[3])
         self.fc4 = nn.Linear(widths[3], n_classes)
-        self.act = act()
-        init_weights(self, init)
+        self.act = ACTIVATION_MODULES[fc_activation]()
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        init_weights(convs, conv_init, conv_activation)
+        init_weights([self.fc1, self.fc2, self.fc3], fc_init, fc_activation)
+        # The output layer feeds a softmax, not an activation: plain Glorot, or torch's default.
+        if fc_init != "pytorch":
+            init_weights([self.fc4], "glorot", None)
 
     def forward_with_hidden(
         self, x: torch.Tensor, layers: Sequence[str] = ()
@@ -103,25 +122,28 @@ class CNN(nn.Module):
         return getattr(self, f"fc{i + 1}"), getattr(self, f"fc{i + 2}")
 
 
-def init_weights(model: nn.Module, scheme: str) -> None:
-    """Initialise conv and linear weights for the model's activation; biases to zero.
+# Glorot's gain for each activation: 4 for the logistic sigmoid (its slope at 0 is 1/4, Glorot &
+# Bengio's recommendation), 5/3 for tanh, sqrt(2) for ReLU; 1 for the output layer (None).
+GLOROT_GAIN = {"sigmoid": 4.0, "tanh": 5.0 / 3.0, "relu": 2.0**0.5, None: 1.0}
 
-    ``glorot``: Glorot & Bengio (2010) uniform, with the gain that keeps signals alive through
-    each activation: 4 for the logistic sigmoid (their recommendation: its slope at 0 is 1/4),
-    5/3 for tanh, and He's sqrt(2) for relu. With torch's default init the paper's 8-layer
-    sigmoid CNN sits on its initial plateau (loss ln 7) for hundreds of Adam steps, longer than
-    50 epochs of a small training set. ``pytorch`` keeps torch's defaults.
+
+def init_weights(layers: Sequence[nn.Module], scheme: str, activation: str | None) -> None:
+    """Initialise the weights of ``layers`` (Conv2d / Linear) for ``activation``.
+
+    ``pytorch`` keeps torch's default init (weights and biases). ``he``: He et al. (2015) uniform
+    init for ReLU (fan-in, gain sqrt(2)), biases zero. ``glorot``: Glorot & Bengio (2010) uniform
+    with the gain that keeps signals alive through the activation, biases zero.
     """
+    if scheme not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {scheme!r}")
     if scheme == "pytorch":
         return
-    if scheme != "glorot":
-        raise ValueError(f"init must be one of {INITS}, got {scheme!r}")
-    gain = {"sigmoid": 4.0, "tanh": 5.0 / 3.0, "relu": 2.0**0.5}[model.activation]
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
-            # The output layer feeds a softmax, not an activation: plain Glorot.
-            nn.init.xavier_uniform_(module.weight, gain=1.0 if module is model.fc4 else gain)
-            nn.init.zeros_(module.bias)
+    for layer in layers:
+        if scheme == "he":
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+        else:
+            nn.init.xavier_uniform_(layer.weight, gain=GLOROT_GAIN[activation])
+        nn.init.zeros_(layer.bias)
 
 
 def conv_output_side(in_size: int) -> int:

@@ -21,7 +21,10 @@ from emoprune.evaluation.scores import (
     pooled_predictions,
     proba_from_npz,
 )
-from emoprune.evaluation.size import model_size_and_latency
+from emoprune.evaluation.size import paired_latency
+from emoprune.models.cnn import count_parameters
+from emoprune.pruning.mask import PruneMask
+from emoprune.pruning.shrink import shrink
 from emoprune.training.checkpoints import load_cnn_checkpoint
 
 MODELS = {  # model key -> (predictions, training-stage metrics)
@@ -75,28 +78,65 @@ def collect(
         _, y_true, y_pred = pooled_predictions(probas, labels, folds, n_classes, model=key)
         confusion[key] = confusion_rows(y_true, y_pred, list(classes))
 
-    # Size and speed: the fold-0 model of each kind, on the CPU, batch 1.
-    cnn, _, _ = load_cnn_checkpoint("outputs/models/cnn/fold0.pt")
-    measured = model_size_and_latency(cnn, repeats=latency_repeats, threads=1)
-    results["cnn"].update({"n_params": measured["params"], "ms_per_image": measured["latency_ms"]})
-    pruned = read_json(MODELS["pruned"][1])
-    results["pruned"].update(
-        {
-            "n_params": pruned["params_shrunk"]["mean"],
-            "ms_per_image": pruned["latency_ms_shrunk"]["mean"],
-            "neurons_removed": {
-                layer: round(
-                    cnn.fc_pair(layer)[0].out_features - pruned[f"{layer}_left"]["mean"], 1
-                )
-                for layer in pruned["layers"]
-            },
+    for key in results:
+        trained = read_json(sources[key][1]) if sources[key][1] else resnet[key]
+        results[key]["plateau_folds"] = list(trained.get("plateau_folds", []))
+    timed = time_cnn_and_pruned(latency_repeats)
+    results["cnn"].update(timed["cnn"])
+    results["pruned"].update(timed["pruned"])
+    pruned, widths = read_json(MODELS["pruned"][1]), timed["widths"]
+    results["pruned"]["neurons_removed"] = {
+        layer: {
+            "mean": round(widths[layer] - pruned[f"{layer}_left"]["mean"], 1),
+            "of": widths[layer],
+            "per_fold": [widths[layer] - m[f"{layer}_left"] for m in pruned["per_fold"].values()],
         }
-    )
+        for layer in pruned["layers"]
+    }
     widths = [read_json(MODELS["mlp"][1])["n_inputs"], *mlp_hidden, n_classes]
     results["mlp"]["n_params"] = int(sum(a * b + b for a, b in zip(widths, widths[1:])))
     for arch, m in resnet.items():
         results[arch].update({"n_params": m["n_params"], "weights": m["weights"]})
     return results, confusion
+
+
+def time_cnn_and_pruned(latency_repeats: int) -> dict[str, Any]:
+    """Size and batch-1 CPU latency of the CNN and of its pruned, physically shrunk copy.
+
+    For every fold the two are timed back to back in this one process (``paired_latency``), so
+    their latencies compare fairly; latency is the median (and quartiles) over every fold's runs.
+    ``pruned.unchanged`` says that no fold removed a neuron: the two are then the same network.
+    """
+    times: dict[str, list[float]] = {"cnn": [], "pruned": []}
+    params: dict[str, list[int]] = {"cnn": [], "pruned": []}
+    widths: dict[str, int] = {}
+    paths = sorted(Path("outputs/models/pruned").glob("fold*.pt"))
+    if not paths:
+        raise UserError("outputs/models/pruned: no pruned checkpoints; run `dvc repro`")
+    for path in paths:
+        cnn, _, _ = load_cnn_checkpoint(Path("outputs/models/cnn") / path.name)
+        pruned, meta, _ = load_cnn_checkpoint(path)
+        small = shrink(pruned, PruneMask.from_state(pruned, meta.get("pruned", {})))
+        for name, t in paired_latency(
+            {"cnn": cnn, "pruned": small}, cnn.in_size, latency_repeats
+        ).items():
+            times[name] += t
+        params["cnn"].append(count_parameters(cnn))
+        params["pruned"].append(count_parameters(small))
+        widths = {layer: cnn.fc_pair(layer)[0].out_features for layer in meta.get("pruned", {})}
+    out: dict[str, Any] = {}
+    for name in times:
+        q25, q50, q75 = np.percentile(times[name], [25, 50, 75])
+        out[name] = {
+            "n_params": float(np.mean(params[name])),
+            "ms_per_image": float(q50),
+            "ms_q25": float(q25),
+            "ms_q75": float(q75),
+        }
+    out["cnn"]["n_params"] = int(params["cnn"][0])
+    out["pruned"]["unchanged"] = params["pruned"] == params["cnn"]
+    out["widths"] = widths
+    return out
 
 
 def headline(

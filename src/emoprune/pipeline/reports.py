@@ -43,6 +43,7 @@ def write_training_reports(
 ) -> None:
     """Write and log metrics.json, epochs.tsv (+ loss/accuracy plots) and angles.tsv (+ plot)."""
     folder = Path(folder)
+    flag_plateau(metrics)
     epochs = mean_rows(epoch_rows)
     for row in epochs:
         row["epoch"] = int(row["epoch"])
@@ -114,3 +115,16 @@ def write_comparison_figures(
             fig = figures.confusion_figure(np.array(results[key]["confusion"]), classes, title)
             figures.write_png(fig, figs / f"confusion_{key}.png")
         figures.write_png(figures.accuracy_bars(results, len(classes)), figs / "accuracy.png")
+
+
+def flag_plateau(metrics: Mapping[str, Any]) -> None:
+    """Say loudly, on the console and the MLflow run, which folds never left the plateau."""
+    folds = list(metrics.get("plateau_folds", []))
+    mlflow.log_metric("n_plateau_folds", len(folds))
+    mlflow.set_tag("plateau_folds", ",".join(map(str, folds)) or "none")
+    if folds:
+        print(
+            f"warning: fold(s) {', '.join(map(str, folds))} ended training below twice chance "
+            "accuracy: the model never left its initial plateau there (flagged in "
+            "metrics.json and the report, still counted in the mean)"
+        )

@@ -144,7 +144,7 @@ class Pruner(AngleTrace):
         for layer in self.layers:
             fc_in, fc_out = model.fc_pair(layer)
             vecs = neuron_vectors(
-                fc_in, fc_out, acts.get(layer), self.mode, activation=model.activation
+                fc_in, fc_out, acts.get(layer), self.mode, activation=model.fc_activation
             )
             vecs[sorted(self.mask.removed[layer])] = 0
             a = angles(vecs)

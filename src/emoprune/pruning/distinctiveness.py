@@ -138,6 +138,12 @@ def distinctiveness_step(
         removed: indices already removed; they, and neurons whose weights are all zero, are
             ignored.
 
+    A similar merge adds the removed neuron's outgoing weights to the kept one's, which keeps the
+    next layer's input exactly only when the two activations are equal over the inputs that
+    matter. In mode ``activations`` a small angle means nearly equal centred activations, so the
+    merge is nearly exact; in ``output_weights`` (the paper's) it only means the two neurons
+    *push* the next layer the same way, and the merge can change the output.
+
     Pairs are taken greedily, most extreme first (smallest min(angle, 180 - angle)), each neuron
     at most once per step. Weights are modified in place.
     """
@@ -223,7 +229,7 @@ def layer_angle_stats(
 
     Args:
         activations: (n_patterns, width) post-activation outputs (mode ``activations`` only).
-        activation: defaults to ``model.activation``.
+        activation: defaults to ``model.fc_activation``.
 
     Returns:
         dict with min_angle, max_angle (NaN with < 2 live neurons), n_similar, n_complementary
@@ -231,7 +237,7 @@ def layer_angle_stats(
     """
     fc_in, fc_out = model.fc_pair(layer)
     an = _analyse(
-        fc_in, fc_out, activations, threshold, mode, activation or model.activation, removed
+        fc_in, fc_out, activations, threshold, mode, activation or model.fc_activation, removed
     )
     return {
         "min_angle": an.min_angle,
@@ -267,7 +273,7 @@ def prune_model(
             threshold,
             mode=mode,
             complementary=complementary,
-            activation=model.activation,
+            activation=model.fc_activation,
             removed=mask.removed[layer],
         )
         mask.add(layer, steps[layer].removed)

@@ -36,7 +36,8 @@ def shrink(model: CNN, mask: PruneMask | None = None) -> CNN:
     ref = model.fc1.weight
     small = CNN(
         n_classes=model.n_classes,
-        activation=model.activation,
+        conv_activation=model.conv_activation,
+        fc_activation=model.fc_activation,
         hidden=tuple(len(keep[layer]) for layer in HIDDEN_LAYERS),
         in_size=model.in_size,
     ).to(device=ref.device, dtype=ref.dtype)

@@ -23,7 +23,7 @@ from emoprune.errors import UserError
 from emoprune.models.cnn import CNN
 from emoprune.training.loop import EpochStats
 
-CNN_META_KEYS = ("n_classes", "activation", "hidden", "in_size")
+CNN_META_KEYS = ("n_classes", "conv_activation", "fc_activation", "hidden", "in_size")
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -134,7 +134,8 @@ def cnn_meta(model: CNN, **extra: Any) -> dict:
     """The meta ``build_cnn`` needs to rebuild ``model``'s architecture, plus ``extra`` entries."""
     return {
         "n_classes": model.n_classes,
-        "activation": model.activation,
+        "conv_activation": model.conv_activation,
+        "fc_activation": model.fc_activation,
         "hidden": list(model.hidden),
         "in_size": model.in_size,
         **extra,
@@ -142,14 +143,25 @@ def cnn_meta(model: CNN, **extra: Any) -> dict:
 
 
 def build_cnn(meta: Mapping[str, Any]) -> CNN:
-    """An untrained CNN with the architecture described by ``meta`` (see ``CNN_META_KEYS``)."""
-    missing = [k for k in ("n_classes", "activation", "hidden") if k not in meta]
+    """An untrained CNN with the architecture described by ``meta`` (see ``CNN_META_KEYS``).
+
+    Checkpoints written before the conv and FC activations were separate carry one
+    ``activation`` for both; they still load.
+    """
+    meta = dict(meta)
+    if "activation" in meta:
+        meta.setdefault("conv_activation", meta["activation"])
+        meta.setdefault("fc_activation", meta["activation"])
+    missing = [
+        k for k in ("n_classes", "conv_activation", "fc_activation", "hidden") if k not in meta
+    ]
     if missing:
         raise UserError(f"checkpoint meta lacks {missing}; cannot rebuild the CNN")
     try:
         return CNN(
             n_classes=int(meta["n_classes"]),
-            activation=str(meta["activation"]),
+            conv_activation=str(meta["conv_activation"]),
+            fc_activation=str(meta["fc_activation"]),
             hidden=[int(h) for h in meta["hidden"]],
             in_size=int(meta.get("in_size", 227)),
         )

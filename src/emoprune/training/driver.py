@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from emoprune.evaluation.statistics import summarise
+from emoprune.evaluation.statistics import plateau_folds, summarise
 from emoprune.training.crossval import fold_seed, score
 from emoprune.training.loop import Callback, EpochStats, seed_everything
 
@@ -69,13 +69,20 @@ class CVResult:
     epoch_rows: list[dict[str, Any]]
     predictions: dict[int, np.ndarray]
     last: FoldFit
+    n_classes: int
+
+    @property
+    def plateau_folds(self) -> list[int]:
+        return plateau_folds(self.per_fold, self.n_classes)
 
     def summary(self, **extra: Any) -> dict[str, Any]:
-        """metrics.json: {metric: {"mean", "std"}} over folds, the per-fold values, ``extra``."""
+        """metrics.json: {metric: {"mean", "std"}} over folds, the per-fold values, the folds
+        that never left the plateau, ``extra``."""
         return {
             **summarise(self.per_fold),
             "per_fold": {str(k): v for k, v in self.per_fold.items()},
             "n_folds": len(self.per_fold),
+            "plateau_folds": self.plateau_folds,
             **extra,
         }
 
@@ -125,4 +132,4 @@ def cross_validate(
     if fit is None:
         raise ValueError("cross_validate needs at least one fold")
     np.savez(Path(out) / PROBA_FILE, **{f"fold{k}": v for k, v in predictions.items()})
-    return CVResult(per_fold, rows, predictions, fit)
+    return CVResult(per_fold, rows, predictions, fit, len(classes))

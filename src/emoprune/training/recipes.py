@@ -26,7 +26,14 @@ from emoprune.training.loop import adam, fit
 def train_cnn_fold(cfg: Any, data: FoldTensors, fold: FoldContext, in_size: int) -> FoldFit:
     """The paper's CNN from scratch (``cfg``: the cnn section), with a resumable checkpoint
     every ``cfg.checkpoint_every`` epochs for prune_cnn to start from."""
-    model = CNN(len(fold.classes), cfg.activation, in_size=in_size, init=cfg.init).to(fold.device)
+    model = CNN(
+        len(fold.classes),
+        cfg.conv_activation,
+        cfg.fc_activation,
+        in_size=in_size,
+        conv_init=cfg.conv_init,
+        fc_init=cfg.fc_init,
+    ).to(fold.device)
     opt = adam(model, cfg.lr)
     meta = {
         "fold": fold.k,
