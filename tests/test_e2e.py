@@ -287,7 +287,7 @@ def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
     )
     for key in ("cnn/acc_mean", "pruned/acc_mean", "mlp/f1_mean", "resnet18/acc_mean"):
         assert key in run.data.metrics, key
-    assert run.data.params["prune.threshold"] == "25" and run.data.params["cnn.epochs"] == "2"
+    assert float(run.data.params["prune.threshold"]) == 25 and run.data.params["cnn.epochs"] == "2"
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
     assert {"evaluate/comparison.md", "evaluate/metrics.json", "evaluate/plots"} <= arts
     figs = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate/plots")}

@@ -9,7 +9,7 @@ angry/disgust, sad/neutral). Frames of one clip share the movie, actor and frami
 Deterministic: every frame is seeded by (seed, class, clip, frame), and PNGs carry no timestamps,
 so the same command writes the same bytes on every run.
 
-    python -m emoprune.data.sample data/raw [--per-class 20] [--seed 0]
+    python -m emoprune.data.sample data/raw [--per-class 60] [--seed 0]
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ MOVIES = (
     "Unforgiven",
     "Zodiac",
 )
+# Scenes per movie: clips of every emotion from one movie share its backgrounds, as in SFEW, so
+# the background tells the movie, not the emotion.
+SCENES_PER_MOVIE = 1
 
 # Per-class expression means: brow angle (deg, + = inner ends down), brow height, eye openness,
 # mouth curvature (+ = smile), mouth openness, mouth width. The per-frame spread (EXPR_SPREAD) is
@@ -203,7 +206,9 @@ def _generate_class(out: Path, label: int, count: int, seed: int) -> int:
         movie = MOVIES[int(crng.integers(len(MOVIES)))]
         clip_id = int(crng.integers(10**8, 10**9))
         actor = _actor(crng)
-        background = _background(crng)
+        _background(crng)  # the clip's old draw: keeps its stream, and so the measured sample
+        scene = int(crng.integers(SCENES_PER_MOVIE))
+        background = _background(np.random.default_rng([seed, 1000 + MOVIES.index(movie), scene]))
         style = crng.normal(0, 1, 6) * EXPR_SPREAD  # the actor's way of showing it
         start = int(crng.integers(1, 5000))
         for f in range(min(int(crng.integers(1, 5)), count - written)):
@@ -220,7 +225,7 @@ def _generate_class(out: Path, label: int, count: int, seed: int) -> int:
 
 def generate(
     out: str | Path,
-    per_class: int = 20,
+    per_class: int = 60,
     seed: int = 0,
     progress: bool = False,
     workers: int | None = None,
@@ -264,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--per-class",
         type=int,
-        default=20,
+        default=60,
         help="frames per class (Disgust gets 3/4 of it); 100 gives SFEW's 675",
     )
     parser.add_argument("--seed", type=int, default=0)
