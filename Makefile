@@ -20,7 +20,8 @@ help:
 	@echo "make test         set up .venv, run the test suite"
 	@echo "make lint         ruff check + ruff format --check"
 	@echo "make ui           MLflow UI on http://$(HOST):$(PORT) (PORT=..., HOST=...)"
-	@echo "make bench        measured speed -> reports/bench.md, reports/bench.json (E2E=default)"
+	@echo "make bench        measured speed -> reports/bench.md, reports/bench.json"
+	@echo "                  (E2E=default skips the hour-long full-size sample)"
 	@echo "make bench-smoke  a seconds-long run of the benchmarks, no thresholds"
 
 venv: $(STAMP)
