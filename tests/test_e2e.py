@@ -220,7 +220,7 @@ def test_exp_run_threshold_reruns_only_pruning(pipeline):
     ran = {
         line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")
     }
-    assert ran == {"prune_cnn", "evaluate"}, proc.stdout
+    assert ran == {"check_params", "prune_cnn", "evaluate"}, proc.stdout
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     names = {r["name"]: r for e in exps for r in e.get("revs", [])}
@@ -314,7 +314,7 @@ def test_mlflow_run_experiment_nests_the_stages_under_its_run(pipeline):
     ran = {
         line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")
     }
-    assert ran == {"prune_cnn", "evaluate"}, proc.stdout
+    assert ran == {"check_params", "prune_cnn", "evaluate"}, proc.stdout
     # No MLFLOW_TRACKING_URI: `mlflow run` and the stages share the repo's sqlite store.
     client, launched = runs(repo, "Default")
     outer = [r for r in launched if "mlflow.parentRunId" not in r.data.tags]
@@ -363,3 +363,70 @@ def test_sweep_runs_three_thresholds_in_parallel_on_one_sqlite_store(pipeline):
         assert stages["prune_cnn"].data.params["prune.threshold"] == f"{float(t)}"
     history = client.get_metric_history(sweep[0].info.run_id, "pruned/acc_mean")
     assert sorted(m.step for m in history) == [12, 18, 30]  # accuracy against threshold
+
+
+def _tree_digest(repo: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(f.relative_to(repo)): hashlib.sha1(f.read_bytes()).hexdigest()
+        for root in ("outputs", "reports")
+        for f in sorted((repo / root).rglob("*"))
+        if f.is_file()
+    }
+
+
+BAD_VALUES = [
+    ("prune.threshold=abc", "prune.threshold must be a number, got 'abc'"),  # wrong type
+    ("cnn.epochs=0", "cnn.epochs must be > 0, got 0"),  # out of range
+    ("prune.layers=[fc9]", "prune.layers must be drawn from fc1, fc2, fc3, got ['fc9']"),
+    ("cnn.conv_activation=gelu", "cnn.conv_activation must be one of sigmoid, relu, tanh"),
+    ("prune.threshold=[15,20]", "prune.threshold must be a number, got [15, 20]"),  # a list
+    ("prune.layers=[]", "prune.layers must list at least one of fc1, fc2, fc3, got []"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
+def test_a_bad_value_stops_before_any_output_is_touched(pipeline, override, message):
+    repo, _, _ = pipeline
+    before, params = _tree_digest(repo), (repo / "params.yaml").read_text()
+    try:
+        for cmd in (("dvc", "exp", "run", "-S", override), ("dvc", "repro")):
+            # `dvc exp run -S` writes the value into params.yaml; `dvc repro` then meets it there.
+            proc = subprocess.run(
+                cmd,
+                cwd=repo,
+                env=tinyrepo.env_for(repo),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            out = proc.stdout + proc.stderr
+            assert proc.returncode != 0, out
+            errors = [line for line in out.splitlines() if line.startswith("error: [check_params]")]
+            assert len(errors) == 1 and message in errors[0], out
+            assert "Traceback" not in out and "Running stage 'ingest'" not in out, out
+            assert _tree_digest(repo) == before  # every output and report byte-identical
+    finally:
+        (repo / "params.yaml").write_text(params)
+
+
+def test_an_unknown_key_in_params_yaml_stops_before_any_output_is_touched(pipeline):
+    repo, _, _ = pipeline
+    before, params = _tree_digest(repo), repo / "params.yaml"
+    text = params.read_text()
+    try:
+        params.write_text(text.replace("prune:", "prunning:", 1))
+        proc = subprocess.run(
+            ["dvc", "repro"],
+            cwd=repo,
+            env=tinyrepo.env_for(repo),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "unknown key prunning (did you mean prune?)" in out, out
+        assert "Traceback" not in out and _tree_digest(repo) == before
+    finally:
+        params.write_text(text)

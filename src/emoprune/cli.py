@@ -94,7 +94,7 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
         description="Queue `dvc exp run -S prune.threshold=T` for each T, run them with "
         "`dvc queue start -j JOBS`, wait, and print one row per threshold. The "
         "experiments' MLflow runs nest under one sweep run. Run it from the "
-        "project root, after `dvc repro` (only prune_cnn and evaluate rerun).",
+        "project root, after `dvc repro` (only check_params, prune_cnn and evaluate rerun).",
     )
     p.add_argument(
         "--thresholds",

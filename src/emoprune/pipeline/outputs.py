@@ -48,8 +48,13 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the JSON text ``write_json`` writes (numpy scalars and arrays become numbers)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    write_text(path, json_text(obj))
 
 
 def write_tsv(

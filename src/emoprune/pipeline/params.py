@@ -244,6 +244,15 @@ class Params(Section):
         return value.model_dump() if isinstance(value, BaseModel) else {name: value}
 
 
+SECTIONS: tuple[str, ...] = tuple(Params.model_fields)  # seed, device, mlflow, data, ...
+SECTIONS_DIR = Path("outputs/params")
+
+
+def section_file(name: str) -> Path:
+    """check_params' copy of one validated section, the dep through which a stage sees it."""
+    return SECTIONS_DIR / f"{name}.json"
+
+
 def _cross(key: str, rule: str, value: Any) -> PydanticCustomError:
     return PydanticCustomError(
         "emoprune_rule", "{key} must {rule}", {"key": key, "rule": rule, "value": value}
