@@ -2,8 +2,8 @@
 
 DVC deletes a stage's outputs before running it, so a bad value must stop the pipeline before
 that. This stage runs first, imports no torch or MLflow, and writes one file per section
-(outputs/params/<section>.json, DVC outs that persist), each rewritten only when its section
-changes: a stage that depends on its own sections' files reruns exactly when they change.
+(outputs/params/<section>.json, cached DVC outs that persist), each rewritten only when its
+section changes: a stage that depends on its own sections' files reruns exactly when they change.
 """
 
 import sys
