@@ -376,6 +376,16 @@ def _tree_digest(repo: Path) -> dict[str, str]:
     }
 
 
+def _fails(repo: Path, *cmd: str) -> str:
+    """Run ``cmd`` in ``repo``; it must fail. Returns its stdout + stderr."""
+    proc = subprocess.run(
+        cmd, cwd=repo, env=tinyrepo.env_for(repo), capture_output=True, text=True, timeout=300
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    return out
+
+
 BAD_VALUES = [
     ("prune.threshold=abc", "prune.threshold must be a number, got 'abc'"),  # wrong type
     ("cnn.epochs=0", "cnn.epochs must be > 0, got 0"),  # out of range
@@ -393,16 +403,7 @@ def test_a_bad_value_stops_before_any_output_is_touched(pipeline, override, mess
     try:
         for cmd in (("dvc", "exp", "run", "-S", override), ("dvc", "repro")):
             # `dvc exp run -S` writes the value into params.yaml; `dvc repro` then meets it there.
-            proc = subprocess.run(
-                cmd,
-                cwd=repo,
-                env=tinyrepo.env_for(repo),
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            out = proc.stdout + proc.stderr
-            assert proc.returncode != 0, out
+            out = _fails(repo, *cmd)
             errors = [line for line in out.splitlines() if line.startswith("error: [check_params]")]
             assert len(errors) == 1 and message in errors[0], out
             assert "Traceback" not in out and "Running stage 'ingest'" not in out, out
@@ -417,16 +418,8 @@ def test_an_unknown_key_in_params_yaml_stops_before_any_output_is_touched(pipeli
     text = params.read_text()
     try:
         params.write_text(text.replace("prune:", "prunning:", 1))
-        proc = subprocess.run(
-            ["dvc", "repro"],
-            cwd=repo,
-            env=tinyrepo.env_for(repo),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        out = proc.stdout + proc.stderr
-        assert proc.returncode != 0 and "unknown key prunning (did you mean prune?)" in out, out
+        out = _fails(repo, "dvc", "repro")
+        assert "unknown key prunning (did you mean prune?)" in out, out
         assert "Traceback" not in out and _tree_digest(repo) == before
     finally:
         params.write_text(text)
