@@ -74,13 +74,11 @@ def collect(
         r = fold_scores(probas, labels, folds, n_classes, list(classes), model=key)
         trained = read_json(metrics_path) if metrics_path else resnet[key]
         r["train_acc_mean"] = trained["train_acc"]["mean"]
+        r["plateau_folds"] = list(trained.get("plateau_folds", []))
         results[key] = r
         _, y_true, y_pred = pooled_predictions(probas, labels, folds, n_classes, model=key)
         confusion[key] = confusion_rows(y_true, y_pred, list(classes))
 
-    for key in results:
-        trained = read_json(sources[key][1]) if sources[key][1] else resnet[key]
-        results[key]["plateau_folds"] = list(trained.get("plateau_folds", []))
     timed = time_cnn_and_pruned(latency_repeats)
     results["cnn"].update(timed["cnn"])
     results["pruned"].update(timed["pruned"])
