@@ -26,13 +26,14 @@ def main(p: Params) -> None:
     labels, folds = np.array([r.label for r in records]), np.array([r.fold for r in records])
     classes = list(p.data.classes)
     results, confusion = compare.collect(
-        labels, folds, classes, mlp_hidden=p.mlp.hidden, latency_repeats=p.evaluate.latency_repeats
+        labels, folds, classes, latency_repeats=p.evaluate.latency_repeats
     )
     paired = paired_comparison(
         results["cnn"]["acc_by_fold"], results["pruned"]["acc_by_fold"], "CNN", "pruned CNN"
     )
     twins = duplicate_twins([r.sha1 for r in records], folds)
-    metrics = compare.headline(results, paired, twins, p.cv.group_by)
+    metrics = compare.headline(paired, twins)
+    write_json(REPORTS / "details.json", compare.details(results, paired, twins, p.cv.group_by))
     write_json(REPORTS / "metrics.json", metrics)
     # The ResNet rows and their section already state the weights each arch used.
     write_text(
@@ -44,7 +45,7 @@ def main(p: Params) -> None:
             paired=paired,
             weights_note=None,
             pruning={**p.prune.model_dump(), "epochs": p.cnn.epochs},
-            generated_sample=compare.read_json("reports/ingest.json").get(
+            generated_sample=compare.read_json("reports/ingest/details.json").get(
                 "generated_sample", False
             ),
             twins=twins,

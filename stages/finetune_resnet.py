@@ -13,7 +13,7 @@ from emoprune.models.cnn import count_parameters
 from emoprune.models.resnet import prepare_inputs
 from emoprune.pipeline import reports
 from emoprune.pipeline.logged_cv import cross_validate_logged
-from emoprune.pipeline.outputs import atomic_path, write_json
+from emoprune.pipeline.outputs import atomic_path
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
 from emoprune.training.crossval import load_folds
@@ -26,7 +26,7 @@ def main(p: Params) -> None:
     f, folds = p.finetune, load_folds(p.data.classes)
     x, y = prepare_inputs(np.asarray(load_images("resnet"))), torch.from_numpy(folds.labels)
     fold_ids = folds.ids if f.folds == "all" else folds.ids[: int(f.folds)]
-    summary = {}
+    details, metrics = {}, {}
     with atomic_path(OUT) as tmp:
         for arch in f.archs:
             (tmp / arch).mkdir(parents=True)
@@ -40,20 +40,23 @@ def main(p: Params) -> None:
                 fold_ids=fold_ids,
                 prefix=arch + "/",
             )
-            weights = cv.last.notes["weights"]
-            summary[arch] = cv.summary(
+            weights, n_params = cv.last.notes["weights"], count_parameters(cv.last.model)
+            details[arch] = cv.summary(
                 folds=fold_ids,
                 weights=weights,
                 epochs=f.epochs,
                 pretrained=weights == "imagenet",
-                n_params=count_parameters(cv.last.model),
+                n_params=n_params,
             )
+            metrics.update(reports.headline(arch, details[arch], n_params))
+            title = f"{arch} ({weights} init)"
             reports.write_training_reports(
-                f"{REPORTS}/{arch}", f"{arch} ({weights} init)", summary[arch], cv.epoch_rows
+                REPORTS, title, cv.epoch_rows, name=arch, log_prefix=arch + "/"
             )
-            reports.print_cv(f"finetune_resnet {arch} ({weights} init)", summary[arch], OUT)
-    write_json(f"{REPORTS}/metrics.json", summary)
-    used = "+".join(sorted({m["weights"] for m in summary.values()}))
+            reports.flag_plateau(details[arch], prefix=arch + "/")
+            reports.print_cv(f"finetune_resnet {title}", details[arch], OUT)
+    reports.write_metrics(REPORTS, metrics, details)
+    used = "+".join(sorted({m["weights"] for m in details.values()}))
     mlflow.set_tag("weights", used)
     if used != "imagenet":
         print(

@@ -15,9 +15,10 @@ from emoprune.evaluation import figures
 from emoprune.pipeline.outputs import write_json, write_text
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
+from emoprune.pipeline.tracking import log_folder
 
 MANIFEST = "outputs/ingest/manifest.csv"
-REPORT = "reports/ingest.json"
+REPORTS = "reports/ingest"
 
 
 def main(p: Params) -> None:
@@ -42,7 +43,10 @@ def main(p: Params) -> None:
         "converted": converted,
     }
     write_text(MANIFEST, manifest_csv(records))
-    write_json(REPORT, report)
+    write_json(f"{REPORTS}/details.json", report)
+    # The data's counts, named apart from the models' columns in `dvc exp show`.
+    headline = {"n_images": len(records), "n_skipped": len(skipped), "per_class": per_class}
+    write_json(f"{REPORTS}/metrics.json", {"data": headline})
     mlflow.set_tag("data.generated_sample", str(report["generated_sample"]).lower())
     mlflow.log_metrics(
         {
@@ -53,10 +57,10 @@ def main(p: Params) -> None:
         }
     )
     fig = figures.class_distribution(per_class)
-    mlflow.log_figure(fig, "class_distribution.png")
+    mlflow.log_figure(fig, "reports/class_distribution.png")
     figures.close(fig)
-    mlflow.log_artifact(REPORT)
-    print(f"[ingest] {len(records)} images ({len(skipped)} skipped) -> {MANIFEST}, {REPORT}")
+    log_folder(REPORTS, "reports")
+    print(f"[ingest] {len(records)} images ({len(skipped)} skipped) -> {MANIFEST}, {REPORTS}/")
 
 
 if __name__ == "__main__":

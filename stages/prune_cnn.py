@@ -30,17 +30,17 @@ def main(p: Params) -> None:
     with atomic_path(OUT) as tmp:
         tmp.mkdir()
         cv = cross_validate_logged(p, fit_fold, tmp, model_name="shrunk_fold{k}")
-    metrics = cv.summary(threshold=q.threshold, layers=list(q.layers))
+    details = cv.summary(threshold=q.threshold, layers=list(q.layers))
     write_json(f"{REPORTS}/pruned_ids.json", [row for r in pruners for row in r.log_ids])
-    reports.write_training_reports(
-        REPORTS,
-        f"Pruned CNN (t={q.threshold:g})",
-        metrics,
-        cv.epoch_rows,
-        [row for r in pruners for row in r.rows],
-    )
+    rows = [row for r in pruners for row in r.rows]
+    reports.write_training_reports(REPORTS, f"Pruned CNN (t={q.threshold:g})", cv.epoch_rows, rows)
     reports.write_angle_histograms(REPORTS, pruners, q.threshold)
-    reports.print_cv("prune_cnn", metrics, OUT, REPORTS)
+    removed = {layer: details[f"{layer}_removed"]["mean"] for layer in q.layers}
+    headline = reports.headline(
+        "pruned", details, details["params_shrunk"]["mean"], removed=removed
+    )
+    reports.write_metrics(REPORTS, headline, details)
+    reports.print_cv("prune_cnn", details, OUT, REPORTS)
 
 
 if __name__ == "__main__":

@@ -37,10 +37,12 @@ def main(p: Params) -> None:
     with atomic_path(OUT) as tmp:
         tmp.mkdir()
         cv = cross_validate_logged(p, fit_fold, tmp, model_name="model_fold{k}")
-    metrics = cv.summary(n_params=count_parameters(cv.last.model), epochs=p.cnn.epochs)
+    n_params = count_parameters(cv.last.model)
+    details = cv.summary(n_params=n_params, epochs=p.cnn.epochs)
     rows = [row for t in traces for row in t.rows]
-    reports.write_training_reports(REPORTS, "CNN", metrics, cv.epoch_rows, rows)
-    reports.print_cv("train_cnn", metrics, OUT, REPORTS)
+    reports.write_training_reports(REPORTS, "CNN", cv.epoch_rows, rows)
+    reports.write_metrics(REPORTS, reports.headline("cnn", details, n_params), details)
+    reports.print_cv("train_cnn", details, OUT, REPORTS)
 
 
 if __name__ == "__main__":

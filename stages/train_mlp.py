@@ -4,6 +4,7 @@ the top components of LPQ and of PHOG, a sigmoid MLP trained on them, scored on 
 import mlflow
 import numpy as np
 
+from emoprune.models.cnn import count_parameters
 from emoprune.pipeline import reports, tracking
 from emoprune.pipeline.logged_cv import cross_validate_logged
 from emoprune.pipeline.outputs import atomic_path
@@ -27,11 +28,13 @@ def main(p: Params) -> None:
     with atomic_path(OUT) as tmp:
         tmp.mkdir()
         cv = cross_validate_logged(p, fit_fold, tmp, model_name="model_fold{k}")
-    metrics = cv.summary(n_inputs=2 * p.mlp.pca_components, epochs=p.mlp.epochs)
-    reports.write_training_reports(REPORTS, "PCA + MLP", metrics, cv.epoch_rows)
+    n_params = count_parameters(cv.last.model)
+    details = cv.summary(n_inputs=2 * p.mlp.pca_components, n_params=n_params, epochs=p.mlp.epochs)
+    reports.write_training_reports(REPORTS, "PCA + MLP", cv.epoch_rows)
+    reports.write_metrics(REPORTS, reports.headline("mlp", details, n_params), details)
     for n in descriptors:
-        mlflow.log_metric(f"explained_variance_{n}", metrics[f"{n}_explained_variance"]["mean"])
-    reports.print_cv("train_mlp", metrics, OUT, REPORTS)
+        mlflow.log_metric(f"explained_variance_{n}", details[f"{n}_explained_variance"]["mean"])
+    reports.print_cv("train_mlp", details, OUT, REPORTS)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from emoprune.errors import UserError
 from emoprune.pipeline.params import load_params
 
 MANIFEST = Path("outputs/ingest/manifest.csv")
-REPORT = Path("reports/ingest.json")
+REPORT = Path("reports/ingest/details.json")
 
 
 # --------------------------------------------------------------------------- helpers

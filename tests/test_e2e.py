@@ -12,11 +12,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 import tinyrepo
 from conftest import subprocess_env
 from emoprune.data.ingest import read_manifest
+from emoprune.pipeline.tracking import flatten
 
 pytestmark = pytest.mark.e2e
 
@@ -36,11 +38,28 @@ def test_outputs(pipeline):
     repo, _, _ = pipeline
     records = read_manifest(repo / "outputs/ingest/manifest.csv")
     assert len(records) == 27 and {r.fold for r in records} == {0, 1}
-    report = json.loads((repo / "reports/ingest.json").read_text())
+    report = json.loads((repo / "reports/ingest/details.json").read_text())
     assert report["n_images"] == 27 and report["per_class"]["Disgust"] == 3
+    counts = json.loads((repo / "reports/ingest/metrics.json").read_text())["data"]
+    assert counts == {"n_images": 27, "n_skipped": 0, "per_class": report["per_class"]}
     cnn = np.load(repo / "outputs/resize/cnn_227.npy")
     resnet = np.load(repo / "outputs/resize/resnet_224.npy")
     assert cnn.shape == (27, 227, 227, 3) and resnet.shape == (27, 224, 224, 3)
+
+
+def test_metrics_files_hold_headline_numbers_only(pipeline):
+    """What dvc.yaml declares as metrics: few numbers, none of them per fold or wall-clock."""
+    repo, _, _ = pipeline
+    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["metrics"]
+    numbers = {}
+    for path in declared:
+        flat = flatten(json.loads((repo / path).read_text()))
+        assert not [k for k in flat if any(t in k for t in ("latency", "seconds", "ms_", "fold"))]
+        numbers.update({f"{path}:{k}": v for k, v in flat.items() if isinstance(v, int | float)})
+    assert len(numbers) <= 60, sorted(numbers)
+    assert "reports/finetune_resnet/metrics.json" in declared
+    names = [k.split(":")[1] for k in numbers]
+    assert len(names) == len(set(names)), "column names must be unique across metrics files"
 
 
 def test_dvc_status_is_clean_and_git_sees_no_strays(pipeline):
@@ -79,8 +98,8 @@ def test_mlflow_runs_and_tags(pipeline):
     assert stages["ingest"].data.params["cv.folds"] == "2"
     assert stages["ingest"].data.metrics["n_images"] == 27
     client, _ = runs(repo)
-    artifacts = [a.path for a in client.list_artifacts(stages["ingest"].info.run_id)]
-    assert "class_distribution.png" in artifacts
+    artifacts = [a.path for a in client.list_artifacts(stages["ingest"].info.run_id, "reports")]
+    assert "reports/class_distribution.png" in artifacts
     assert (repo / "mlartifacts").is_dir()
 
 
@@ -156,11 +175,15 @@ def test_train_cnn_outputs_and_tracking(pipeline):
         assert meta["epoch"] == 2 and meta["hidden"] == [512, 128, 64] and opt is None
         _, meta1, opt1 = load_cnn_checkpoint(repo / f"outputs/models/cnn/fold{k}_epoch001.pt")
         assert meta1["epoch"] == 1 and opt1 is not None  # resumable: Adam's state is kept
-    metrics = json.loads((repo / "reports/train_cnn/metrics.json").read_text())
+    details = json.loads((repo / "reports/train_cnn/details.json").read_text())
     for key in ("train_acc", "train_f1", "val_acc", "val_f1", "seconds_per_epoch"):
-        assert set(metrics[key]) == {"mean", "std"}
-        assert set(metrics["per_fold"]) == {"0", "1"} and key in metrics["per_fold"]["0"]
-    assert metrics["n_params"] == 1_328_615
+        assert set(details[key]) == {"mean", "std"}
+        assert set(details["per_fold"]) == {"0", "1"} and key in details["per_fold"]["0"]
+    assert details["n_params"] == 1_328_615
+    metrics = json.loads((repo / "reports/train_cnn/metrics.json").read_text())
+    assert metrics == {
+        "cnn": {"acc": details["val_acc"], "f1": details["val_f1"], "n_params": 1_328_615}
+    }
     epochs = (repo / "reports/train_cnn/epochs.tsv").read_text().splitlines()
     assert epochs[0].split("\t")[:3] == ["epoch", "train_loss", "train_acc"] and len(epochs) == 3
     client, all_runs = runs(repo)
@@ -182,14 +205,16 @@ def test_train_cnn_outputs_and_tracking(pipeline):
     info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model_fold0")
     assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 3, 227, 227)
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
-    assert {"reports/loss.png", "reports/metrics.json", "reports/angles.tsv"} <= arts
+    assert {"reports/loss.png", "reports/metrics.json", "reports/details.json"} <= arts
+    traced = {a.path for a in client.list_artifacts(run.info.run_id, "reports/angles")}
+    assert traced == {f"reports/angles/{layer}.tsv" for layer in ("fc1", "fc2", "fc3")}
     loaded = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model_fold0")
     assert loaded.fc1.out_features == 512
 
 
 def test_prune_cnn_outputs(pipeline):
     repo, _, _ = pipeline
-    metrics = json.loads((repo / "reports/prune_cnn/metrics.json").read_text())
+    metrics = json.loads((repo / "reports/prune_cnn/details.json").read_text())
     for key in (
         "val_acc_before",
         "val_acc_after_first_prune",
@@ -198,13 +223,20 @@ def test_prune_cnn_outputs(pipeline):
         "fc1_left",
         "fc2_left",
         "fc3_left",
+        "fc2_removed",
         "params_shrunk",
         "latency_ms_shrunk",
     ):
         assert set(metrics[key]) == {"mean", "std"}, key
     assert metrics["threshold"] == 25
-    header = (repo / "reports/prune_cnn/angles.tsv").read_text().splitlines()[0].split("\t")
-    assert {"fc1_min_angle", "fc2_max_angle", "fc3_n_similar", "fc1_removed_total"} <= set(header)
+    # One trace file per pruned layer (prune.layers), as dvc.yaml's angle plots read them.
+    traces = sorted(p.name for p in (repo / "reports/prune_cnn/angles").iterdir())
+    assert traces == ["fc1.tsv", "fc2.tsv", "fc3.tsv"]
+    header = (repo / "reports/prune_cnn/angles/fc2.tsv").read_text().splitlines()[0].split("\t")
+    assert {"epoch", "min_angle", "max_angle", "n_similar", "removed_total"} <= set(header)
+    headline = json.loads((repo / "reports/prune_cnn/metrics.json").read_text())["pruned"]
+    assert headline["n_params"] == metrics["params_shrunk"]["mean"]
+    assert headline["removed"] == {f"fc{i}": metrics[f"fc{i}_removed"]["mean"] for i in (1, 2, 3)}
     ids = json.loads((repo / "reports/prune_cnn/pruned_ids.json").read_text())
     assert {e["layer"] for e in ids} == {"fc1", "fc2", "fc3"}
     # Pruning acted: neurons were removed, and the shrunk network is really smaller.
@@ -215,7 +247,7 @@ def test_prune_cnn_outputs(pipeline):
 
 def test_exp_run_threshold_reruns_only_pruning(pipeline):
     repo, _, _ = pipeline
-    before = json.loads((repo / "reports/prune_cnn/metrics.json").read_text())
+    before = json.loads((repo / "reports/prune_cnn/details.json").read_text())
     proc = sh(repo, "dvc", "exp", "run", "-n", "t15", "-S", "prune.threshold=15")
     ran = {
         line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")
@@ -227,8 +259,15 @@ def test_exp_run_threshold_reruns_only_pruning(pipeline):
     assert "t15" in names
     params = names["t15"]["data"]["params"]["params.yaml"]["data"]
     assert params["prune"]["threshold"] == 15
+    # One threshold experiment reads in a terminal: only what changed, no wall-clock noise.
+    table = sh(repo, "dvc", "exp", "show", "--only-changed", "--md").stdout
+    assert max(len(line) for line in table.splitlines()) <= 400, table
+    assert "| pruned." in table and "prune.threshold" in table, table
+    assert not any(t in table for t in ("latency", "seconds", "ms_per", "per_fold")), table
+    diff = sh(repo, "dvc", "exp", "diff", "HEAD", "t15").stdout
+    assert not any(t in diff for t in ("latency", "seconds", "ms_per", "per_fold")), diff
     # The threshold changes what pruning does, not just the latency noise.
-    after = json.loads((repo / "reports/prune_cnn/metrics.json").read_text())
+    after = json.loads((repo / "reports/prune_cnn/details.json").read_text())
     left = [f"{layer}_left" for layer in ("fc1", "fc2", "fc3")]
     assert [after[k]["mean"] for k in left] != [before[k]["mean"] for k in left]
     client, all_runs = runs(repo)
@@ -249,8 +288,7 @@ def test_exp_run_threshold_reruns_only_pruning(pipeline):
 
 def test_finetune_resnet_is_labelled_honestly(pipeline):
     repo, _, _ = pipeline
-    metrics = json.loads((repo / "reports/finetune_resnet/metrics.json").read_text())
-    r18 = metrics["resnet18"]
+    r18 = json.loads((repo / "reports/finetune_resnet/details.json").read_text())["resnet18"]
     # No ImageNet file in the test's torch cache: random init, and it says so.
     assert r18["weights"] == "random" and r18["pretrained"] is False
     assert r18["folds"] == [0] and set(r18["per_fold"]) == {"0"}
@@ -263,7 +301,7 @@ def test_finetune_resnet_is_labelled_honestly(pipeline):
 
 def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
     repo, _, _ = pipeline
-    metrics = json.loads((repo / "reports/evaluate/metrics.json").read_text())
+    metrics = json.loads((repo / "reports/evaluate/details.json").read_text())
     for model in ("mlp", "cnn", "pruned", "resnet18"):
         assert {"acc_mean", "acc_std", "f1_mean", "f1_std", "recall", "n_params"} <= set(
             metrics[model]

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from emoprune.evaluation.figures import accuracy_bars, close, confusion_figure
+from emoprune.evaluation.figures import accuracy_bars, angle_traces, close, confusion_figure
 from emoprune.evaluation.leakage import duplicate_twins
 from emoprune.evaluation.report import comparison_markdown
 from emoprune.evaluation.scores import (
@@ -287,3 +287,16 @@ def test_an_unchanged_pruned_network_is_reported_as_such():
     pruned_row = next(line for line in md.splitlines() if line.startswith("| CNN + pruning"))
     assert "= CNN (unchanged)" in pruned_row and "0.88" not in pruned_row
     assert "generated sample" not in md
+
+
+def test_a_one_layer_angle_plot_keeps_its_whole_title_inside_the_figure():
+    rows = [{"epoch": e, "fc1_min_angle": 50 - e, "fc1_max_angle": 120 + e} for e in range(10)]
+    fig = angle_traces(rows, title="Pruned CNN (t=25): pairwise angles (mean over folds)")
+    fig.canvas.draw()
+    box, title = fig.bbox, fig._suptitle.get_window_extent()
+    assert box.x0 <= title.x0 and title.x1 <= box.x1 and title.y1 <= box.y1
+    assert (
+        fig._suptitle.get_text().split()
+        == "Pruned CNN (t=25): pairwise angles (mean over folds)".split()
+    )
+    close(fig)

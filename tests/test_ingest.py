@@ -166,7 +166,7 @@ def test_stage_writes_manifest_and_report(tiny_sample, tmp_path):
     proc = run_ingest(tmp_path, tiny_sample)
     assert proc.returncode == 0, proc.stderr
     assert len(read_manifest(tmp_path / "outputs/ingest/manifest.csv")) == 27
-    assert '"n_images": 27' in (tmp_path / "reports/ingest.json").read_text()
+    assert '"n_images": 27' in (tmp_path / "reports/ingest/details.json").read_text()
 
 
 def test_stage_error_is_one_line_exit_2_and_writes_nothing(raw_copy, tmp_path):

@@ -127,17 +127,20 @@ def test_exp_metrics_come_from_dvc_exp_show():
                             "name": "s-t15",
                             "data": {
                                 "metrics": {
-                                    "reports/evaluate/metrics.json": {
+                                    "reports/prune_cnn/metrics.json": {
                                         "data": {
                                             "pruned": {
-                                                "acc_mean": 0.5,
-                                                "acc_std": 0.1,
-                                                "recall": [1, 2],
+                                                "acc": {"mean": 0.5, "std": 0.1},
+                                                "removed": {"fc1": 3},
                                             },
-                                            "cnn": {"acc_mean": 0.6},
-                                            "pruned_vs_cnn": {"mean_diff": -0.1},
                                         }
-                                    }
+                                    },
+                                    "reports/train_cnn/metrics.json": {
+                                        "data": {"cnn": {"acc": {"mean": 0.6}}}
+                                    },
+                                    "reports/evaluate/metrics.json": {
+                                        "data": {"pruned_vs_cnn": {"mean_diff": -0.1}}
+                                    },
                                 }
                             },
                         }
@@ -209,8 +212,10 @@ def test_the_sweep_waits_for_its_experiments_and_logs_their_metrics(tmp_path, cl
                                         "name": n,
                                         "data": {
                                             "metrics": {
-                                                sweep.EVALUATE: {
-                                                    "data": {"pruned": {"acc_mean": 0.5 + i / 10}}
+                                                "reports/prune_cnn/metrics.json": {
+                                                    "data": {
+                                                        "pruned": {"acc": {"mean": 0.5 + i / 10}}
+                                                    }
                                                 }
                                             }
                                         },

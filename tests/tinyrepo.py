@@ -51,7 +51,7 @@ def make_repo(repo: Path, sample: Path) -> Path:
 
 
 TIMINGS = ("seconds", "latency", "ms_per_image")  # wall-clock figures vary run to run
-METRICS = ("train_mlp", "train_cnn", "prune_cnn", "finetune_resnet", "evaluate")
+METRICS = ("ingest", "train_mlp", "train_cnn", "prune_cnn", "finetune_resnet", "evaluate")
 
 
 def without_timings(value):
@@ -63,8 +63,9 @@ def without_timings(value):
 
 
 def read_metrics(repo: Path) -> dict:
-    """Every training stage's metrics.json, but wall-clock fields."""
+    """Every stage's metrics.json and details.json, but wall-clock fields."""
     return {
-        s: without_timings(json.loads((repo / f"reports/{s}/metrics.json").read_text()))
+        f"{s}/{f}": without_timings(json.loads((repo / f"reports/{s}/{f}").read_text()))
         for s in METRICS
+        for f in ("metrics.json", "details.json")
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,6 +53,13 @@ def close(fig: Figure) -> None:
     plt.close(fig)
 
 
+def fitted_title(title: str, width_in: float, fontsize: float = 12) -> str:
+    """``title`` wrapped onto lines that fit a figure ``width_in`` inches wide (a one-layer
+    figure is narrow: its title would be clipped at both edges)."""
+    chars = max(20, int(width_in * 72 / (0.6 * fontsize)))
+    return textwrap.fill(title, width=chars)
+
+
 def angle_traces(rows: Sequence[Mapping[str, float]], title: str) -> Figure:
     """Min and max pairwise angle per layer over epochs, from wide rows (``<layer>_min_angle``)."""
     layers = sorted(
@@ -73,7 +81,7 @@ def angle_traces(rows: Sequence[Mapping[str, float]], title: str) -> Figure:
             twin.plot(x, removed, color="grey", linestyle="--", label="removed")
             twin.set_ylabel("neurons removed")
         ax.legend(loc="upper right", fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(fitted_title(title, fig.get_figwidth()))
     fig.tight_layout()
     return fig
 

@@ -1,8 +1,9 @@
 """Every model on the same folds: the results behind evaluate's report, from the stages' outputs.
 
 ``collect`` reads what the training stages wrote (validation probabilities and their
-metrics.json), scores each model on the manifest's folds, and adds size and speed; ``headline``
-picks what metrics.json and ``dvc exp show`` carry.
+details.json), scores each model on the manifest's folds, and adds size and speed; ``details``
+is all of it for details.json, ``headline`` the few numbers metrics.json and ``dvc exp show``
+carry (each model's own headline is in its training stage's metrics.json).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from emoprune.pruning.mask import PruneMask
 from emoprune.pruning.shrink import shrink
 from emoprune.training.checkpoints import load_cnn_checkpoint
 
-MODELS = {  # model key -> (predictions, training-stage metrics)
-    "mlp": ("outputs/models/mlp/val_proba.npz", "reports/train_mlp/metrics.json"),
-    "cnn": ("outputs/models/cnn/val_proba.npz", "reports/train_cnn/metrics.json"),
-    "pruned": ("outputs/models/pruned/val_proba.npz", "reports/prune_cnn/metrics.json"),
+MODELS = {  # model key -> (predictions, training-stage details)
+    "mlp": ("outputs/models/mlp/val_proba.npz", "reports/train_mlp/details.json"),
+    "cnn": ("outputs/models/cnn/val_proba.npz", "reports/train_cnn/details.json"),
+    "pruned": ("outputs/models/pruned/val_proba.npz", "reports/prune_cnn/details.json"),
 }
-RESNET_METRICS = "reports/finetune_resnet/metrics.json"
+RESNET_DETAILS = "reports/finetune_resnet/details.json"
 
 
 def read_json(path: str | Path) -> dict:
@@ -55,7 +56,6 @@ def collect(
     folds: np.ndarray,
     classes: Sequence[str],
     *,
-    mlp_hidden: Sequence[int],
     latency_repeats: int,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """(results {model: scores, size, speed}, confusion rows {model: rows}) of every model.
@@ -63,7 +63,7 @@ def collect(
     ``labels`` and ``folds`` are (N,) in manifest order.
     """
     n_classes = len(classes)
-    resnet = read_json(RESNET_METRICS)
+    resnet = read_json(RESNET_DETAILS)
     sources = {
         **MODELS,
         **{arch: (f"outputs/models/resnet/{arch}/val_proba.npz", None) for arch in resnet},
@@ -75,6 +75,8 @@ def collect(
         trained = read_json(metrics_path) if metrics_path else resnet[key]
         r["train_acc_mean"] = trained["train_acc"]["mean"]
         r["plateau_folds"] = list(trained.get("plateau_folds", []))
+        if "n_params" in trained:  # the pruned CNN's: measured on its shrunk copies below
+            r["n_params"] = trained["n_params"]
         results[key] = r
         _, y_true, y_pred = pooled_predictions(probas, labels, folds, n_classes, model=key)
         confusion[key] = confusion_rows(y_true, y_pred, list(classes))
@@ -85,16 +87,14 @@ def collect(
     pruned, widths = read_json(MODELS["pruned"][1]), timed["widths"]
     results["pruned"]["neurons_removed"] = {
         layer: {
-            "mean": round(widths[layer] - pruned[f"{layer}_left"]["mean"], 1),
+            "mean": pruned[f"{layer}_removed"]["mean"],
             "of": widths[layer],
-            "per_fold": [widths[layer] - m[f"{layer}_left"] for m in pruned["per_fold"].values()],
+            "per_fold": [m[f"{layer}_removed"] for m in pruned["per_fold"].values()],
         }
         for layer in pruned["layers"]
     }
-    widths = [read_json(MODELS["mlp"][1])["n_inputs"], *mlp_hidden, n_classes]
-    results["mlp"]["n_params"] = int(sum(a * b + b for a, b in zip(widths, widths[1:])))
     for arch, m in resnet.items():
-        results[arch].update({"n_params": m["n_params"], "weights": m["weights"]})
+        results[arch]["weights"] = m["weights"]
     return results, confusion
 
 
@@ -137,13 +137,23 @@ def time_cnn_and_pruned(latency_repeats: int) -> dict[str, Any]:
     return out
 
 
-def headline(
+def headline(paired: Mapping[str, Any], twins: Mapping[str, Any]) -> dict[str, Any]:
+    """evaluate's metrics.json: only what evaluate adds to the training stages' headlines,
+    the paired CNN-vs-pruned test and the leakage count."""
+    return {
+        "pruned_vs_cnn": {k: paired[k] for k in ("mean_diff", "t_pvalue", "wilcoxon_pvalue")},
+        "duplicate_twins": twins["total"],
+    }
+
+
+def details(
     results: Mapping[str, Mapping[str, Any]],
     paired: Mapping[str, Any],
     twins: Mapping[str, Any],
     protocol: str,
 ) -> dict[str, Any]:
-    """evaluate's metrics.json: each model's headline numbers, the paired test, leakage."""
+    """evaluate's details.json: every model's scores on the same folds (per fold, per class,
+    size and latency), the paired test, leakage."""
     metrics: dict[str, Any] = {
         key: {
             "acc_mean": r["acc_mean"],
@@ -172,7 +182,8 @@ def headline(
 def mlflow_metrics(
     results: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, Any]
 ) -> dict[str, float]:
-    """The flat ``<model>/<metric>`` numbers evaluate's MLflow run carries."""
+    """The flat ``<model>/<metric>`` numbers evaluate's MLflow run carries (``metrics``:
+    ``headline``'s)."""
     out: dict[str, float] = {}
     for key, r in results.items():
         out.update(

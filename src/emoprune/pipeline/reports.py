@@ -1,4 +1,4 @@
-"""Stage reports: metrics.json, epochs.tsv, angles.tsv, their figures, and evaluate's figures.
+"""Stage reports: metrics.json, details.json, epochs.tsv, angles/, figures, evaluate's figures.
 
 Written under ``reports/<stage>/`` for `dvc exp show` / `dvc plots show`, and logged to the
 stage's MLflow run together with the fold-mean curves (step = epoch).
@@ -37,21 +37,31 @@ def wide_traces(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def write_training_reports(
     folder: str | Path,
     title: str,
-    metrics: Mapping[str, Any],
     epoch_rows: Sequence[Mapping[str, Any]],
     trace_rows: Sequence[Mapping[str, Any]] = (),
+    *,
+    name: str = "",
+    log_prefix: str = "",
 ) -> None:
-    """Write and log metrics.json, epochs.tsv (+ loss/accuracy plots) and angles.tsv (+ plot)."""
+    """Write and log the fold-mean curves: epochs.tsv (+ loss/accuracy PNGs) and, with
+    ``trace_rows``, one angles/<layer>.tsv per traced layer (+ angles.png).
+
+    One file per layer (and, with ``name``, epochs/<name>.tsv and figures/<name>_<plot>.png) because
+    the layers pruned and the ResNets trained are params: dvc.yaml declares the folders, so
+    its plots follow the params instead of naming a layer or an architecture.
+    """
     folder = Path(folder)
-    flag_plateau(metrics)
     epochs = mean_rows(epoch_rows)
     for row in epochs:
         row["epoch"] = int(row["epoch"])
-        log_metrics({k: v for k, v in row.items() if k in EPOCH_COLUMNS[1:]}, step=row["epoch"])
-    write_json(folder / "metrics.json", metrics)
-    write_tsv(folder / "epochs.tsv", epochs, [c for c in EPOCH_COLUMNS if c in epochs[0]])
+        log_metrics(
+            {log_prefix + k: v for k, v in row.items() if k in EPOCH_COLUMNS[1:]},
+            step=row["epoch"],
+        )
+    tsv = folder / "epochs" / f"{name}.tsv" if name else folder / "epochs.tsv"
+    write_tsv(tsv, epochs, [c for c in EPOCH_COLUMNS if c in epochs[0]])
     x = [r["epoch"] for r in epochs]
-    for name, keys in (
+    for plot, keys in (
         ("loss", ("train_loss", "val_loss")),
         ("accuracy", ("train_acc", "val_acc")),
     ):
@@ -59,10 +69,12 @@ def write_training_reports(
             x,
             {k: [r.get(k) for r in epochs] for k in keys},
             xlabel="epoch",
-            ylabel=name,
-            title=f"{title}: {name} (mean over folds)",
+            ylabel=plot,
+            title=f"{title}: {plot} (mean over folds)",
         )
-        save_figure(fig, folder / f"{name}.png")
+        save_figure(
+            fig, folder / "figures" / f"{name}_{plot}.png" if name else folder / f"{plot}.png"
+        )
     if trace_rows:
         traces = wide_traces(trace_rows)
         for row in traces:
@@ -70,9 +82,57 @@ def write_training_reports(
                 {k.replace("_", "/", 1): float(v) for k, v in row.items() if k != "epoch"},
                 step=row["epoch"],
             )
-        write_tsv(folder / "angles.tsv", traces)
+        with atomic_path(folder / "angles") as tmp:
+            tmp.mkdir()
+            for layer, rows in layer_traces(traces).items():
+                write_tsv(tmp / f"{layer}.tsv", rows)
         fig = figures.angle_traces(traces, title=f"{title}: pairwise angles (mean over folds)")
         save_figure(fig, folder / "angles.png")
+
+
+def layer_traces(traces: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Wide rows (epoch, ``<layer>_<stat>``...) -> {layer: rows (epoch, stat...)}."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in traces:
+        for key, value in row.items():
+            layer, _, stat = key.partition("_")
+            if stat in TRACE_STATS:
+                rows = out.setdefault(layer, [])
+                if not rows or rows[-1]["epoch"] != row["epoch"]:
+                    rows.append({"epoch": row["epoch"]})
+                rows[-1][stat] = value
+    return out
+
+
+def headline(
+    model: str, details: Mapping[str, Any], n_params: float, **extra: Any
+) -> dict[str, Any]:
+    """What a stage's metrics.json declares to `dvc exp show`: the model's held-out accuracy
+    and macro-F1 (mean and std over folds), its parameters and ``extra`` (neurons removed).
+
+    Keyed by the model, so that each column name is unique across the pipeline's metrics
+    files and DVC shows it without its file's path.
+    """
+    return {
+        model: {
+            "acc": dict(details["val_acc"]),
+            "f1": dict(details["val_f1"]),
+            "n_params": n_params,
+            **extra,
+        }
+    }
+
+
+def write_metrics(
+    folder: str | Path, metrics: Mapping[str, Any], details: Mapping[str, Any]
+) -> None:
+    """metrics.json (headline numbers: `dvc exp show`) and details.json (per-fold values,
+    wall-clock figures, notes: read by evaluate, not declared as metrics); then log the
+    stage's whole report folder to its MLflow run."""
+    if "plateau_folds" in details:
+        flag_plateau(details)
+    write_json(Path(folder) / "details.json", details)
+    write_json(Path(folder) / "metrics.json", metrics)
     log_folder(folder, "reports")
 
 
@@ -89,9 +149,10 @@ def write_angle_histograms(folder: str | Path, pruners: Sequence[Any], threshold
     """The pairwise angles at the first and the last distinctiveness check, pooled over folds."""
     first, last = pool_histograms(pruners)
     if first:
-        fig = figures.angle_histograms(first, last, threshold)
-        mlflow.log_figure(fig, "angle_histograms.png")
-        save_figure(fig, Path(folder) / "angle_histograms.png")
+        # Logged with the rest of the folder, under reports/ (write_metrics).
+        save_figure(
+            figures.angle_histograms(first, last, threshold), Path(folder) / "angle_histograms.png"
+        )
 
 
 def write_comparison_figures(
@@ -117,14 +178,14 @@ def write_comparison_figures(
         figures.write_png(figures.accuracy_bars(results, len(classes)), figs / "accuracy.png")
 
 
-def flag_plateau(metrics: Mapping[str, Any]) -> None:
+def flag_plateau(metrics: Mapping[str, Any], prefix: str = "") -> None:
     """Say loudly, on the console and the MLflow run, which folds never left the plateau."""
     folds = list(metrics.get("plateau_folds", []))
-    mlflow.log_metric("n_plateau_folds", len(folds))
-    mlflow.set_tag("plateau_folds", ",".join(map(str, folds)) or "none")
+    mlflow.log_metric(f"{prefix}n_plateau_folds", len(folds))
+    mlflow.set_tag(f"{prefix}plateau_folds", ",".join(map(str, folds)) or "none")
     if folds:
         print(
-            f"warning: fold(s) {', '.join(map(str, folds))} ended training below twice chance "
-            "accuracy: the model never left its initial plateau there (flagged in "
-            "metrics.json and the report, still counted in the mean)"
+            f"warning: {prefix.replace('/', ' ')}fold(s) {', '.join(map(str, folds))} ended "
+            "training below twice chance accuracy: the model never left its initial plateau "
+            "there (flagged in details.json and the report, still counted in the mean)"
         )

@@ -25,15 +25,15 @@ from emoprune.pipeline import tracking
 
 DONE = ("Success", "Failed")
 LOST_AFTER_S = 120  # a queued name missing from `dvc queue status` this long is an error
-# Each experiment's headline metrics (from reports/evaluate/metrics.json), for the sweep run.
-EVALUATE = "reports/evaluate/metrics.json"
-SUMMARY = (
-    "pruned/acc_mean",
-    "pruned/acc_std",
-    "pruned/n_params",
-    "cnn/acc_mean",
-    "pruned_vs_cnn/mean_diff",
-)
+# Each experiment's headline metrics for the sweep run, named as on the evaluate runs:
+# {MLflow name: key in the metrics files dvc.yaml declares (keys are unique across files)}.
+SUMMARY = {
+    "pruned/acc_mean": "pruned.acc.mean",
+    "pruned/acc_std": "pruned.acc.std",
+    "pruned/n_params": "pruned.n_params",
+    "cnn/acc_mean": "cnn.acc.mean",
+    "pruned_vs_cnn/mean_diff": "pruned_vs_cnn.mean_diff",
+}
 
 
 @dataclass
@@ -196,12 +196,14 @@ def exp_metrics(shown: list, names: Sequence[str]) -> dict[str, dict[str, float]
         for exp in rev.get("experiments") or []:
             for r in exp.get("revs") or []:
                 if r.get("name") in names:
-                    data = ((r.get("data") or {}).get("metrics") or {}).get(EVALUATE) or {}
-                    flat = tracking.flatten(data.get("data") or {})
+                    files = ((r.get("data") or {}).get("metrics") or {}).values()
+                    flat = {
+                        k: v
+                        for f in files
+                        for k, v in tracking.flatten(f.get("data") or {}).items()
+                    }
                     found[r["name"]] = {
-                        k.replace(".", "/"): float(v)
-                        for k, v in flat.items()
-                        if k.replace(".", "/") in SUMMARY
+                        name: float(flat[key]) for name, key in SUMMARY.items() if key in flat
                     }
     return found
 

@@ -87,6 +87,7 @@ def prune_fold(
         "val_acc_after_first_prune": after_first.get("acc", before["acc"]),
         "val_f1_after_first_prune": after_first.get("f1", before["f1"]),
         **{f"{layer}_left": int(mask.alive(layer).sum()) for layer in prune.layers},
+        **{f"{layer}_removed": int((~mask.alive(layer)).sum()) for layer in prune.layers},
         "params_unpruned": size_full["params"],
         "params_shrunk": size_small["params"],
         "latency_ms_unpruned": size_full["latency_ms"],
