@@ -13,13 +13,14 @@ PORT ?= 5000
 E2E ?= default full
 HOST ?= 127.0.0.1
 
-.PHONY: help venv sample data repro test lint ui bench bench-smoke clean
+.PHONY: help venv sample data repro test lint ui plots bench bench-smoke clean
 
 help:
 	@echo "make repro        set up .venv, generate the sample into data/raw if absent, dvc repro"
 	@echo "make test         set up .venv, run the test suite"
 	@echo "make lint         ruff check + ruff format --check"
 	@echo "make ui           MLflow UI on http://$(HOST):$(PORT) (PORT=..., HOST=...)"
+	@echo "make plots        dvc plots show -> dvc_plots/index.html, drawn with no network"
 	@echo "make bench        measured speed -> reports/bench.md, reports/bench.json"
 	@echo "                  (E2E=default skips the hour-long full-size sample)"
 	@echo "make bench-smoke  a seconds-long run of the benchmarks, no thresholds"
@@ -61,6 +62,20 @@ ui: $(STAMP)
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
 		--default-artifact-root "$(CURDIR)/mlartifacts" --host $(HOST) --port $(PORT)
 
+# Vega, Vega-Lite and vega-embed from the npm registry, inlined into a DVC page template; the
+# template is set in .dvc/config.local, so a plain `dvc plots show` or `dvc plots diff` after
+# this draws offline too.
+PLOTS_JS := plots/node_modules/.package-lock.json
+$(PLOTS_JS): plots/package.json plots/package-lock.json
+	npm ci --prefix plots --no-audit --no-fund --loglevel=error
+
+plots/template.html: $(PLOTS_JS) src/emoprune/plots_page.py $(STAMP)
+	$(PY) -m emoprune.plots_page plots/node_modules $@
+
+plots: plots/template.html
+	dvc config --local plots.html_template ../plots/template.html
+	dvc plots show
+
 # E2E picks the end-to-end samples: `make bench E2E=default` skips the hour-long full-size run.
 bench: $(STAMP)
 	$(PY) -m benchmarks --e2e $(E2E)
@@ -69,4 +84,4 @@ bench-smoke: $(STAMP)
 	$(PY) -m benchmarks --smoke
 
 clean:
-	rm -rf outputs mlartifacts mlflow.db .pytest_cache
+	rm -rf outputs mlartifacts mlflow.db .pytest_cache dvc_plots

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,36 @@ from benchmarks.project import clean_env as project_env
 from emoprune.data import sample
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+# Headless as root, and quiet: with background networking on, Chromium keeps dialling Google's
+# hosts, which this machine's closed network refuses.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = REPO / "test-artifacts" / "browser"  # the browser tests' screenshots
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (which downloads no browser here)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(
+            f"{CHROMIUM} is missing: .ci/run installs Debian's chromium with apt-get, "
+            "and that was impossible here"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")

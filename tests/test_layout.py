@@ -21,7 +21,7 @@ LAYERS = [
     {"emoprune.training"},
     {"emoprune.pruning"},
     {"emoprune.pipeline"},
-    {"emoprune.predict", "emoprune.cli"},
+    {"emoprune.predict", "emoprune.cli", "emoprune.plots_page"},
 ]
 
 

@@ -12,25 +12,11 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO
+from conftest import CHROMIUM, SHOTS
 from servers import mlflow_server
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-# Headless as root, and quiet: with background networking on, Chromium keeps dialling Google's
-# hosts, which this machine's closed network refuses.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SHOTS = REPO / "test-artifacts" / "browser"
 STAGES = (
     "ingest",
     "resize",
@@ -42,21 +28,6 @@ STAGES = (
     "evaluate",
 )
 TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(
-            f"{CHROMIUM} is missing: .ci/run installs Debian's chromium with apt-get, "
-            "and that was impossible here"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
