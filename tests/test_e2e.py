@@ -77,16 +77,7 @@ def test_mlflow_runs_and_tags(pipeline):
     parents = [r for r in all_runs if r.data.tags.get("emoprune.role") == "pipeline"]
     assert len(parents) == 1
     stages = {r.info.run_name: r for r in all_runs if r not in parents}
-    assert {
-        "ingest",
-        "resize",
-        "features",
-        "train_mlp",
-        "train_cnn",
-        "prune_cnn",
-        "finetune_resnet",
-        "evaluate",
-    } <= set(stages)
+    assert set(tinyrepo.LOGGED_STAGES) <= set(stages)
     head = sh(repo, "git", "rev-parse", "HEAD~1").stdout.strip()  # the commit repro ran on
     for name, r in stages.items():
         tags = r.data.tags

@@ -12,21 +12,12 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+import tinyrepo
 from conftest import CHROMIUM, SHOTS
 from servers import mlflow_server
 
 pytestmark = pytest.mark.e2e
 
-STAGES = (
-    "ingest",
-    "resize",
-    "features",
-    "train_mlp",
-    "train_cnn",
-    "prune_cnn",
-    "finetune_resnet",
-    "evaluate",
-)
 TIMEOUT_MS = 60_000
 
 
@@ -72,13 +63,13 @@ def test_experiment_page_lists_the_stage_runs_by_name(ui, page):
             r.info.run_name
             for r in client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{p.info.run_id}'")
         }
-        >= set(STAGES)
+        >= set(tinyrepo.LOGGED_STAGES)
     )
     page.goto(f"{url}/#/experiments/{exp_id}/runs")
     row = page.locator(f"[role=row][row-id='{parent.info.run_id}']")
     # Stage runs are nested: expand the pipeline run, as a user clicks its [+].
     row.locator("button").first.click()
-    for stage in STAGES:
+    for stage in tinyrepo.LOGGED_STAGES:
         cell = page.locator("[role=row] a", has_text=stage).first
         cell.wait_for()
         assert cell.inner_text().strip() == stage

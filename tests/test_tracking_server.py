@@ -17,16 +17,6 @@ from servers import free_port, mlflow_server, postgres, psql
 
 pytestmark = pytest.mark.e2e
 
-STAGES = {
-    "ingest",
-    "resize",
-    "features",
-    "train_mlp",
-    "train_cnn",
-    "prune_cnn",
-    "finetune_resnet",
-    "evaluate",
-}
 UPSTREAM = (
     "outputs/ingest",
     "outputs/resize",
@@ -68,7 +58,7 @@ def test_the_pipeline_logs_to_the_server_and_its_postgres(served):
     runs = client.search_runs([exp.experiment_id], max_results=100)
     parents = [r for r in runs if r.data.tags.get("emoprune.role") == "pipeline"]
     stages = {r.info.run_name: r for r in runs if r not in parents}
-    assert len(parents) == 1 and set(stages) == STAGES
+    assert len(parents) == 1 and set(stages) == set(tinyrepo.LOGGED_STAGES)
     assert all(
         r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         for r in stages.values()
