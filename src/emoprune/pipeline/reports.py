@@ -23,14 +23,25 @@ EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 TRACE_STATS = ("min_angle", "max_angle", "n_similar", "n_complementary", "n_alive", "removed_total")
 
 
-def wide_traces(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Trace rows (fold, epoch, layer, stats...) -> one row per epoch, ``<layer>_<stat>`` columns,
-    averaged over folds."""
+def layer_traces(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Trace rows (fold, epoch, layer, stats...) -> {layer: one row per epoch (epoch, stats...),
+    averaged over folds}."""
+    return {
+        layer: [
+            {"epoch": int(m["epoch"]), **{k: v for k, v in m.items() if k in TRACE_STATS}}
+            for m in mean_rows([r for r in rows if r["layer"] == layer])
+        ]
+        for layer in dict.fromkeys(r["layer"] for r in rows)
+    }
+
+
+def wide_traces(layers: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """``layer_traces``' {layer: rows} -> one row per epoch with ``<layer>_<stat>`` columns."""
     out: dict[int, dict[str, Any]] = {}
-    for layer in dict.fromkeys(r["layer"] for r in rows):
-        for m in mean_rows([r for r in rows if r["layer"] == layer]):
-            row = out.setdefault(int(m["epoch"]), {"epoch": int(m["epoch"])})
-            row.update({f"{layer}_{k}": v for k, v in m.items() if k in TRACE_STATS})
+    for layer, rows in layers.items():
+        for m in rows:
+            row = out.setdefault(m["epoch"], {"epoch": m["epoch"]})
+            row.update({f"{layer}_{k}": v for k, v in m.items() if k != "epoch"})
     return [out[e] for e in sorted(out)]
 
 
@@ -76,7 +87,8 @@ def write_training_reports(
             fig, folder / "figures" / f"{name}_{plot}.png" if name else folder / f"{plot}.png"
         )
     if trace_rows:
-        traces = wide_traces(trace_rows)
+        layers = layer_traces(trace_rows)
+        traces = wide_traces(layers)
         for row in traces:
             log_metrics(
                 {k.replace("_", "/", 1): float(v) for k, v in row.items() if k != "epoch"},
@@ -84,24 +96,10 @@ def write_training_reports(
             )
         with atomic_path(folder / "angles") as tmp:
             tmp.mkdir()
-            for layer, rows in layer_traces(traces).items():
+            for layer, rows in layers.items():
                 write_tsv(tmp / f"{layer}.tsv", rows)
         fig = figures.angle_traces(traces, title=f"{title}: pairwise angles (mean over folds)")
         save_figure(fig, folder / "angles.png")
-
-
-def layer_traces(traces: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Wide rows (epoch, ``<layer>_<stat>``...) -> {layer: rows (epoch, stat...)}."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for row in traces:
-        for key, value in row.items():
-            layer, _, stat = key.partition("_")
-            if stat in TRACE_STATS:
-                rows = out.setdefault(layer, [])
-                if not rows or rows[-1]["epoch"] != row["epoch"]:
-                    rows.append({"epoch": row["epoch"]})
-                rows[-1][stat] = value
-    return out
 
 
 def headline(
