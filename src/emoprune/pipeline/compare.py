@@ -68,11 +68,12 @@ def collect(
         **MODELS,
         **{arch: (f"outputs/models/resnet/{arch}/val_proba.npz", None) for arch in resnet},
     }
-    results, confusion = {}, {}
+    results, confusion, trained_by = {}, {}, {}
     for key, (proba_path, metrics_path) in sources.items():
         probas = load_probas(proba_path)
         r = fold_scores(probas, labels, folds, n_classes, list(classes), model=key)
         trained = read_json(metrics_path) if metrics_path else resnet[key]
+        trained_by[key] = trained
         r["train_acc_mean"] = trained["train_acc"]["mean"]
         r["plateau_folds"] = list(trained.get("plateau_folds", []))
         if "n_params" in trained:  # the pruned CNN's: measured on its shrunk copies below
@@ -84,7 +85,7 @@ def collect(
     timed = time_cnn_and_pruned(latency_repeats)
     results["cnn"].update(timed["cnn"])
     results["pruned"].update(timed["pruned"])
-    pruned, widths = read_json(MODELS["pruned"][1]), timed["widths"]
+    pruned, widths = trained_by["pruned"], timed["widths"]
     results["pruned"]["neurons_removed"] = {
         layer: {
             "mean": pruned[f"{layer}_removed"]["mean"],
