@@ -32,9 +32,9 @@ def main(p: Params) -> None:
         results["cnn"]["acc_by_fold"], results["pruned"]["acc_by_fold"], "CNN", "pruned CNN"
     )
     twins = duplicate_twins([r.sha1 for r in records], folds)
-    metrics = compare.headline(paired, twins)
-    write_json(REPORTS / "details.json", compare.details(results, paired, twins, p.cv.group_by))
-    write_json(REPORTS / "metrics.json", metrics)
+    details = compare.details(results, paired, twins, p.cv.group_by)
+    write_json(REPORTS / "details.json", details)
+    write_json(REPORTS / "metrics.json", compare.headline(paired, twins))
     # The ResNet rows and their section already state the weights each arch used.
     write_text(
         REPORTS / "comparison.md",
@@ -53,7 +53,7 @@ def main(p: Params) -> None:
         ),
     )
     reports.write_comparison_figures(REPORTS, results, confusion, classes)
-    tracking.log_comparison(compare.mlflow_metrics(results, metrics), REPORTS)
+    tracking.log_comparison(compare.mlflow_metrics(results, details), REPORTS)
     if twins["total"]:
         print(
             f"warning: [evaluate] {twins['total']} validation images have an identical twin "

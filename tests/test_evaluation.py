@@ -11,14 +11,14 @@ from sklearn.metrics import f1_score
 
 from emoprune.evaluation.figures import accuracy_bars, angle_traces, close, confusion_figure
 from emoprune.evaluation.leakage import duplicate_twins
-from emoprune.evaluation.report import comparison_markdown
+from emoprune.evaluation.report import comparison_markdown, which_test
 from emoprune.evaluation.scores import (
     confusion_rows,
     fold_scores,
     pooled_predictions,
     proba_from_npz,
 )
-from emoprune.evaluation.statistics import paired_comparison
+from emoprune.evaluation.statistics import corrected_ttest, paired_comparison, wilcoxon_floor
 
 CLASSES = ["A", "B", "C"]
 
@@ -300,3 +300,34 @@ def test_a_one_layer_angle_plot_keeps_its_whole_title_inside_the_figure():
         == "Pruned CNN (t=25): pairwise angles (mean over folds)".split()
     )
     close(fig)
+
+
+def test_corrected_ttest_against_a_hand_computed_example():
+    # diffs 2, 5, -1, 4, 3 points; 5-fold CV, so n_test/n_train = 1/4.
+    # mean 0.026; s^2 = (0.006^2 + 0.024^2 + 0.036^2 + 0.014^2 + 0.004^2) / 4 = 0.00053;
+    # corrected variance (1/5 + 1/4) * 0.00053 = 0.0002385; t = 0.026 / sqrt(0.0002385).
+    t, p = corrected_ttest([0.02, 0.05, -0.01, 0.04, 0.03], 0.25)
+    assert t == pytest.approx(1.68357, rel=1e-5)
+    assert p == pytest.approx(2 * stats.t.sf(1.68357, df=4), rel=1e-4)
+    plain = stats.ttest_1samp([0.02, 0.05, -0.01, 0.04, 0.03], 0).pvalue
+    assert p > plain  # the correction is never less conservative than the plain test
+    assert corrected_ttest([0.01, 0.01, 0.01], 0.5) is None  # no variance: undefined
+    assert corrected_ttest([0.01], 0.5) is None
+
+
+def test_the_verdict_rests_on_the_corrected_test_and_says_what_5_folds_cannot_show():
+    a = {k: v for k, v in enumerate([0.30, 0.35, 0.33, 0.31, 0.36])}
+    b = {k: v + d for k, (v, d) in enumerate(zip(a.values(), [0.02, 0.05, -0.01, 0.04, 0.03]))}
+    r = paired_comparison(a, b, "CNN", "pruned CNN")
+    assert r["test_fraction"] == pytest.approx(0.25)
+    assert r["corrected_pvalue"] == pytest.approx(
+        corrected_ttest(list(r["diffs"].values()), 0.25)[1]
+    )
+    assert r["t_pvalue"] < r["corrected_pvalue"]
+    assert f"corrected resampled t-test p = {r['corrected_pvalue']:.2g}" in r["verdict"]
+    assert r["wilcoxon_floor"] == 0.0625 == wilcoxon_floor(5)
+    text = " ".join(which_test(r))
+    assert "Nadeau and Bengio" in text and "cannot reach p < 0.05" in text and "0.0625" in text
+    assert wilcoxon_floor(6) == 0.03125  # six folds could reach it: nothing to warn about
+    six = paired_comparison({**a, 5: 0.3}, {**b, 5: 0.33}, "CNN", "pruned CNN")
+    assert not any("cannot reach" in line for line in which_test(six))

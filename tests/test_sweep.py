@@ -139,7 +139,7 @@ def test_exp_metrics_come_from_dvc_exp_show():
                                         "data": {"cnn": {"acc": {"mean": 0.6}}}
                                     },
                                     "reports/evaluate/metrics.json": {
-                                        "data": {"pruned_vs_cnn": {"mean_diff": -0.1}}
+                                        "data": {"pruned_vs_cnn": {"diff": -0.1}}
                                     },
                                 }
                             },

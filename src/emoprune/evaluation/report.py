@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from emoprune.evaluation.statistics import plateau_bar
+from emoprune.evaluation.statistics import ALPHA, plateau_bar
 
 LEAKAGE_ACC = 0.60  # 5-fold SFEW accuracies far above this point to train/validation leakage
 
@@ -157,6 +157,32 @@ def _ms(key: str, r: Mapping[str, Any]) -> str:
     return f"{ms:.2f}"
 
 
+def _p(p: float | None) -> str:
+    return DASH if p is None else f"{p:.3g}"
+
+
+def which_test(paired: Mapping[str, Any]) -> list[str]:
+    """Why the corrected resampled t-test carries the verdict, and what the design can show."""
+    n, floor = paired.get("n", 0), paired.get("wilcoxon_floor", 1.0)
+    lines = [
+        "Which test carries the verdict: the corrected resampled t-test of Nadeau and Bengio "
+        f"(2003). The {n} folds' training sets overlap (each pair shares "
+        f"{max(n - 2, 0)} of {max(n - 1, 0)} folds), so the differences are not independent "
+        "and the plain paired t-test, which assumes they are, gives p-values that are too "
+        f"small; the correction widens the variance by n_test/n_train "
+        f"({paired.get('test_fraction', 0):.3g}). The plain t-test and the Wilcoxon test "
+        "are shown for reference only."
+    ]
+    if floor >= ALPHA:
+        lines.append(
+            f"With {n} folds the Wilcoxon signed-rank test cannot reach p < {ALPHA}: its "
+            f"smallest possible p, every fold differing the same way, is {floor:.4g}. A "
+            "Wilcoxon p above the bar here says nothing either way; only more folds "
+            "(cv.folds) would let it speak."
+        )
+    return lines
+
+
 def _removed(layer: str, n: Any) -> str:
     if not isinstance(n, Mapping):
         return f"{layer}: {n}"
@@ -275,18 +301,22 @@ def comparison_markdown(
         lines.append("Not available: the CNN or the pruned CNN has no results.")
     else:
         lines.append(paired["verdict"])
-        p_t, p_w = paired.get("t_pvalue"), paired.get("wilcoxon_pvalue")
+        p_c, p_t, p_w = (paired.get(k) for k in ("corrected_pvalue", "t_pvalue", "wilcoxon_pvalue"))
         lines += [
             "",
-            f"- paired t-test p: {DASH if p_t is None else f'{p_t:.3g}'}"
+            f"- corrected resampled t-test p (carries the verdict): {_p(p_c)}"
+            + ("" if p_c is not None else f" ({paired.get('corrected_reason')})"),
+            f"- plain paired t-test p: {_p(p_t)}"
             + ("" if p_t is not None else f" ({paired.get('t_reason')})"),
-            f"- Wilcoxon signed-rank p: {DASH if p_w is None else f'{p_w:.3g}'}"
+            f"- Wilcoxon signed-rank p: {_p(p_w)}"
             + ("" if p_w is not None else f" ({paired.get('wilcoxon_reason')})"),
             "- per-fold difference (points): "
             + (
                 ", ".join(f"fold {k}: {100 * d:+.1f}" for k, d in paired.get("diffs", {}).items())
                 or DASH
             ),
+            "",
+            *which_test(paired),
         ]
     removed = results.get("pruned", {}).get("neurons_removed")
     if removed:

@@ -60,6 +60,29 @@ def mean_rows(
     return out
 
 
+def corrected_ttest(diffs: Sequence[float], test_fraction: float) -> tuple[float, float] | None:
+    """Nadeau and Bengio's corrected resampled t-test of mean(diffs) = 0: (t, two-sided p).
+
+    ``diffs`` are (J,) per-split score differences of two models over J train/test splits
+    whose training sets overlap (K-fold CV: J = K). The plain paired t-test divides the
+    variance by J as if the splits were independent, which they are not, so its p-values are
+    too small; the correction uses (1/J + n_test/n_train) * s^2 instead of s^2/J, with
+    ``test_fraction`` = n_test/n_train (1/(K-1) for K-fold), and J - 1 degrees of freedom.
+    None when undefined (J < 2 or no variance).
+    """
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2 or np.ptp(d) < 1e-12:
+        return None
+    t = float(d.mean() / np.sqrt((1 / len(d) + test_fraction) * d.var(ddof=1)))
+    return t, float(2 * stats.t.sf(abs(t), df=len(d) - 1))
+
+
+def wilcoxon_floor(n_nonzero: int) -> float:
+    """The smallest two-sided p-value the exact Wilcoxon signed-rank test can give with
+    ``n_nonzero`` non-zero differences (all of one sign): 2 / 2^n. With 5 folds, 0.0625."""
+    return min(1.0, 2.0 / 2**n_nonzero)
+
+
 def paired_comparison(
     a: Mapping[int, float],
     b: Mapping[int, float],
@@ -67,12 +90,16 @@ def paired_comparison(
     name_b: str,
     *,
     metric: str = "accuracy",
+    test_fraction: float | None = None,
 ) -> dict[str, Any]:
     """Compare two models' per-fold scores (fractions) on the folds they share.
 
-    Differences are ``b - a``. Returns n, folds, diffs, mean_diff, the paired t-test and
-    Wilcoxon signed-rank p-values (None with a ``*_reason`` when undefined), and a one-sentence
-    ``verdict`` that uses p < 0.05 as its evidence bar.
+    Differences are ``b - a``. Returns n, folds, diffs, mean_diff; the p-values of the
+    corrected resampled t-test (``corrected_pvalue``, the one the ``verdict`` rests on), the
+    plain paired t-test and the Wilcoxon signed-rank test (None with a ``*_reason`` when
+    undefined); ``wilcoxon_floor``, the smallest p the Wilcoxon test could reach here; and a
+    one-sentence ``verdict`` with p < 0.05 as its evidence bar. ``test_fraction`` is
+    n_test/n_train of one split (default 1/(n - 1), K-fold CV over all its folds).
     """
     common = sorted(set(a) & set(b))
     diffs = np.array([b[k] - a[k] for k in common], dtype=float)
@@ -94,6 +121,12 @@ def paired_comparison(
             warnings.simplefilter("ignore")
             w_p = float(stats.wilcoxon(diffs).pvalue)
     mean_diff = float(diffs.mean()) if n else None
+    fraction = test_fraction if test_fraction is not None else 1 / max(n - 1, 1)
+    corrected = corrected_ttest(diffs, fraction) if n >= 2 else None
+    c_reason = None
+    if corrected is None:
+        c_reason = t_reason or "needs at least 2 common folds"
+    floor = wilcoxon_floor(int(np.count_nonzero(diffs))) if n else 1.0
     return {
         "name_a": name_a,
         "name_b": name_b,
@@ -106,8 +139,15 @@ def paired_comparison(
         "t_reason": t_reason,
         "wilcoxon_pvalue": w_p,
         "wilcoxon_reason": w_reason,
+        "wilcoxon_floor": floor,
+        "corrected_t": None if corrected is None else corrected[0],
+        "corrected_pvalue": None if corrected is None else corrected[1],
+        "corrected_reason": c_reason,
+        "test_fraction": fraction,
         "alpha": ALPHA,
-        "verdict": _verdict(name_a, name_b, metric, n, mean_diff, t_p, diffs),
+        "verdict": _verdict(
+            name_a, name_b, metric, n, mean_diff, None if corrected is None else corrected[1], diffs
+        ),
     }
 
 
@@ -141,11 +181,11 @@ def _verdict(
     if t_p < ALPHA:
         direction = "higher" if mean_diff > 0 else "lower"
         return (
-            f"{lead} (paired t-test p = {t_p:.2g} < {ALPHA}): evidence that the {name_b} "
-            f"scores {direction} than the {name_a} on these folds."
+            f"{lead} (corrected resampled t-test p = {t_p:.2g} < {ALPHA}): evidence that the "
+            f"{name_b} scores {direction} than the {name_a} on these folds."
         )
     return (
-        f"{lead} (paired t-test p = {t_p:.2g}, evidence bar p < {ALPHA}): "
+        f"{lead} (corrected resampled t-test p = {t_p:.2g}, evidence bar p < {ALPHA}): "
         f"no evidence of a difference between the {name_b} and the {name_a}."
     )
 

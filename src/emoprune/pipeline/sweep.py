@@ -32,7 +32,7 @@ SUMMARY = {
     "pruned/acc_std": "pruned.acc.std",
     "pruned/n_params": "pruned.n_params",
     "cnn/acc_mean": "cnn.acc.mean",
-    "pruned_vs_cnn/mean_diff": "pruned_vs_cnn.mean_diff",
+    "pruned_vs_cnn/mean_diff": "pruned_vs_cnn.diff",
 }
 
 
