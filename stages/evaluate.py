@@ -12,37 +12,39 @@ import numpy as np
 from emoprune.data.ingest import read_manifest
 from emoprune.evaluation.leakage import duplicate_twins
 from emoprune.evaluation.report import comparison_markdown
-from emoprune.evaluation.statistics import paired_comparison
 from emoprune.pipeline import compare, reports, tracking
 from emoprune.pipeline.outputs import write_json, write_text
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
+from emoprune.training.crossval import folds_from_records
 
 REPORTS = Path("reports/evaluate")
 
 
 def main(p: Params) -> None:
     records = read_manifest("outputs/ingest/manifest.csv")
-    labels, folds = np.array([r.label for r in records]), np.array([r.fold for r in records])
+    labels = np.array([r.label for r in records])
+    splits = folds_from_records(records, p.data.classes).val_splits()  # every repeat's folds
     classes = list(p.data.classes)
     results, confusion = compare.collect(
-        labels, folds, classes, latency_repeats=p.evaluate.latency_repeats
+        labels, splits, classes, latency_repeats=p.evaluate.latency_repeats
     )
-    paired = paired_comparison(
-        results["cnn"]["acc_by_fold"], results["pruned"]["acc_by_fold"], "CNN", "pruned CNN"
-    )
-    twins = duplicate_twins([r.sha1 for r in records], folds)
-    details = compare.details(results, paired, twins, p.cv.group_by)
+    compare.add_repeats(results, p.cv.folds)
+    # n_test/n_train of one split, 1/(K-1), for the corrected resampled t-test.
+    compared = compare.comparisons(results, test_fraction=1 / (p.cv.folds - 1))
+    twins = duplicate_twins([r.sha1 for r in records], splits)
+    details = compare.details(results, compared, twins, p.cv.group_by)
     write_json(REPORTS / "details.json", details)
-    write_json(REPORTS / "metrics.json", compare.headline(paired, twins))
+    write_json(REPORTS / "metrics.json", compare.headline(compared, twins))
     # The ResNet rows and their section already state the weights each arch used.
     write_text(
         REPORTS / "comparison.md",
         comparison_markdown(
             results,
             protocol=p.cv.group_by,
-            n_folds=len(set(folds.tolist())),
-            paired=paired,
+            n_folds=len(splits),
+            repeats=p.cv.repeats,
+            comparisons=compared,
             weights_note=None,
             pruning={**p.prune.model_dump(), "epochs": p.cnn.epochs},
             generated_sample=compare.read_json("reports/ingest/details.json").get(
@@ -59,7 +61,8 @@ def main(p: Params) -> None:
             f"warning: [evaluate] {twins['total']} validation images have an identical twin "
             "in their training part (see comparison.md)"
         )
-    print(f"[evaluate] {paired['verdict']}")
+    for c in compared.values():
+        print(f"[evaluate] {c['verdict']}")
     print(f"[evaluate] -> {REPORTS}/comparison.md, {REPORTS}/metrics.json")
 
 

@@ -8,6 +8,7 @@ import mlflow
 from emoprune.data.ingest import (
     build_manifest,
     display_path,
+    fold_report,
     is_generated_sample,
     manifest_csv,
 )
@@ -22,8 +23,9 @@ REPORTS = "reports/ingest"
 
 
 def main(p: Params) -> None:
+    cv = p.cv
     records, skipped = build_manifest(
-        p.data.raw, p.data.classes, p.cv.folds, p.cv.seed, p.cv.group_by
+        p.data.raw, p.data.classes, cv.folds, cv.seed, cv.group_by, cv.repeats
     )
     for s in skipped:
         print(f"warning: skipped {s.path}: {s.reason}", file=sys.stderr)
@@ -35,7 +37,7 @@ def main(p: Params) -> None:
     report = {
         "n_images": len(records),
         "per_class": per_class,
-        "per_fold": {str(k): sum(r.fold == k for r in records) for k in range(p.cv.folds)},
+        **fold_report(records, p.cv.folds),
         "group_by": p.cv.group_by,
         "generated_sample": is_generated_sample(p.data.raw),
         "n_clips": len({r.clip for r in records}),

@@ -3,6 +3,8 @@ random (seeded) or by the smallest outgoing-weight norm; torch's RNG untouched."
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,11 @@ import torch
 from emoprune.models.cnn import CNN
 from emoprune.pruning.baselines import ScheduledRemoval, choose, schedule_from_log
 from emoprune.pruning.mask import PruneMask, removed_by_weights
-from emoprune.training.loop import EpochStats
+from emoprune.pruning.resume import baseline_fold, resume_epoch
+from emoprune.training.checkpoints import CheckpointEvery, load_resumable
+from emoprune.training.crossval import FoldTensors
+from emoprune.training.driver import FoldContext
+from emoprune.training.loop import EpochStats, adam, fit
 
 
 def small_cnn() -> CNN:
@@ -89,3 +95,82 @@ def test_more_than_the_live_neurons_is_an_error():
             3,
             np.random.default_rng(0),
         )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ({}, 50),  # nothing removed: the control is train_cnn's final model
+        ({37: {"fc1": 1}, 41: {"fc1": 2}}, 30),
+        ({40: {"fc1": 1}}, 40),  # a checkpoint of the removal's own epoch
+        ({12: {"fc1": 1}}, 10),
+        ({50: {"fc1": 1}}, 40),  # removed after the last epoch: the checkpoint before it
+    ],
+)
+def test_a_control_resumes_from_the_latest_checkpoint_before_its_first_removal(schedule, expected):
+    assert resume_epoch(schedule, start_epoch=10, checkpoint_every=10, epochs=50) == expected
+
+
+def _fold_and_data(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data = FoldTensors(
+        x_train=torch.randn(24, 3, 67, 67, generator=g),
+        y_train=torch.arange(24) % 7,
+        x_val=torch.randn(8, 3, 67, 67, generator=g),
+        y_val=torch.arange(8) % 7,
+        mean=np.zeros(3),
+        std=np.ones(3),
+    )
+    fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path)
+    return fold, data
+
+
+def _train_with_checkpoints(tmp_path, data, cnn, epochs_to_save):
+    model = small_cnn()
+    opt = adam(model, cnn.lr)
+    saver = CheckpointEvery(tmp_path, 0, 1, cnn.epochs + 1, opt, {})
+    fit(
+        model,
+        (data.x_train, data.y_train),
+        None,
+        optimizer=opt,
+        epochs=max(epochs_to_save),
+        batch_size=cnn.batch_size,
+        device="cpu",
+        seed=7,
+        callbacks=[saver],
+        progress=False,
+    )
+
+
+@pytest.mark.parametrize("kind", ["random", "magnitude"])
+def test_a_control_resumed_later_trains_to_the_same_weights(tmp_path, kind):
+    """Resuming at the last checkpoint before the first removal is a shortcut, not a change:
+    the same final weights and the same neurons removed as from the pruning's start epoch."""
+    cnn = SimpleNamespace(lr=1e-3, epochs=5, batch_size=8, augment=False)
+    fold, data = _fold_and_data(tmp_path)
+    _train_with_checkpoints(tmp_path, data, cnn, [1, 2, 3])
+    schedule = {3: {"fc1": 6}, 4: {"fc1": 2}}
+    fits = {}
+    for at in (1, 3):
+        model, _, state = load_resumable(tmp_path, 0, at)
+        fits[at] = baseline_fold(kind, schedule, ["fc1", "fc2"], cnn, model, state, at, data, fold)
+    early, late = fits[1], fits[3]
+    assert len(early.history) == 4 and len(late.history) == 2
+    assert early.notes["removal"].log == late.notes["removal"].log
+    for (name, a), b in zip(early.model.state_dict().items(), late.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    # Exactly the scheduled count of live neurons went, and the shrunk copy lost them.
+    assert early.metrics["fc1_removed"] == 8 and early.metrics["fc1_left"] == 504
+    assert early.metrics["fc2_removed"] == 0  # masked, but nothing scheduled there
+    assert early.export.fc_pair("fc1")[0].out_features == 504
+
+
+def test_a_control_with_nothing_to_remove_is_the_unpruned_network(tmp_path):
+    cnn = SimpleNamespace(lr=1e-3, epochs=5, batch_size=8, augment=False)
+    fold, data = _fold_and_data(tmp_path)
+    model = small_cnn()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = baseline_fold("random", {}, ["fc1"], cnn, model, None, cnn.epochs, data, fold)
+    assert out.history == [] and out.metrics["fc1_removed"] == 0
+    assert all(torch.equal(before[k], v) for k, v in out.model.state_dict().items())

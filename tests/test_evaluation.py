@@ -30,18 +30,24 @@ def one_hot(pred, n=3):
     return p
 
 
+def val_splits(folds) -> dict[int, np.ndarray]:
+    """{fold: validation indices} of one repeat's (N,) fold ids, as Folds.val_splits gives."""
+    folds = np.asarray(folds)
+    return {int(k): np.flatnonzero(folds == k) for k in np.unique(folds)}
+
+
 @pytest.fixture
 def case():
-    # Folds interleaved on purpose: rows must follow np.flatnonzero(folds == k), not blocks.
+    # Folds interleaved on purpose: rows must follow the split's indices, not blocks.
     labels = np.array([0, 0, 1, 1, 2, 2, 0, 1])
-    folds = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    splits = val_splits([0, 1, 0, 1, 0, 1, 0, 1])
     proba = {0: one_hot([0, 1, 0, 0]), 1: one_hot([0, 0, 2, 2])}
-    return labels, folds, proba
+    return labels, splits, proba
 
 
 def test_fold_scores_hand_made(case):
-    labels, folds, proba = case
-    s = fold_scores(proba, labels, folds, 3, CLASSES, model="cnn")
+    labels, splits, proba = case
+    s = fold_scores(proba, labels, splits, 3, CLASSES, model="cnn")
     # fold 0: true 0,1,2,0 pred 0,1,0,0 -> 3/4; fold 1: true 0,1,2,1 pred 0,0,2,2 -> 2/4
     assert s["acc_by_fold"] == {0: 0.75, 1: 0.5}
     assert s["folds"] == [0, 1]
@@ -58,17 +64,52 @@ def test_fold_scores_hand_made(case):
 
 
 def test_fold_scores_subset_of_folds(case):
-    labels, folds, proba = case
-    s = fold_scores({0: proba[0]}, labels, folds, 3, CLASSES, model="resnet18")
+    labels, splits, proba = case
+    s = fold_scores({0: proba[0]}, labels, splits, 3, CLASSES, model="resnet18")
     assert s["folds"] == [0]
     assert s["acc_mean"] == 0.75 and s["acc_std"] == 0.0
     assert np.sum(s["confusion"]) == 4
 
 
 def test_fold_scores_wrong_length_names_model_and_fold(case):
-    labels, folds, proba = case
+    labels, splits, proba = case
     with pytest.raises(ValueError, match=r"resnet34.*fold 1"):
-        fold_scores({0: proba[0], 1: proba[1][:3]}, labels, folds, 3, CLASSES, model="resnet34")
+        fold_scores({0: proba[0], 1: proba[1][:3]}, labels, splits, 3, CLASSES, model="resnet34")
+
+
+def test_fold_scores_a_split_the_manifest_lacks(case):
+    labels, splits, proba = case
+    with pytest.raises(ValueError, match=r"cnn: fold 7 .* expected \(0, 3\)"):
+        fold_scores({7: proba[0]}, labels, splits, 3, CLASSES, model="cnn")
+    with pytest.raises(ValueError, match="split 0 indices"):
+        fold_scores(proba, labels, {0: np.array([0, 99]), 1: splits[1]}, 3, CLASSES)
+
+
+def test_fold_scores_two_repeats():
+    # 6 images, K = 2, R = 2: split k = r * 2 + f validates on fold f of repeat r.
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    repeat0, repeat1 = [0, 1, 0, 1, 0, 1], [1, 1, 0, 0, 1, 0]
+    splits = {**val_splits(repeat0), **{2 + k: v for k, v in val_splits(repeat1).items()}}
+    assert [v.tolist() for v in splits.values()] == [[0, 2, 4], [1, 3, 5], [2, 3, 5], [0, 1, 4]]
+    proba = {
+        0: one_hot([0, 2, 1]),  # true 0 2 1 -> 3/3
+        1: one_hot([1, 1, 2]),  # true 1 0 2 -> 2/3
+        2: one_hot([2, 1, 1]),  # true 2 0 2 -> 1/3
+        3: one_hot([0, 0, 0]),  # true 0 1 1 -> 1/3
+    }
+    s = fold_scores(proba, labels, splits, 3, CLASSES, model="cnn")
+    assert s["folds"] == [0, 1, 2, 3]
+    assert s["acc_by_fold"] == pytest.approx({0: 1.0, 1: 2 / 3, 2: 1 / 3, 3: 1 / 3})
+    assert s["n_by_fold"] == {0: 3, 1: 3, 2: 3, 3: 3}
+    assert s["n"] == 12  # every image once per repeat
+    assert s["acc_mean"] == pytest.approx(7 / 12)
+    assert np.sum(s["confusion"]) == 12 and np.sum(s["confusion"], axis=1).tolist() == [4, 4, 4]
+    index, y_true, _ = pooled_predictions(proba, labels, splits, 3)
+    assert index.tolist() == [0, 2, 4, 1, 3, 5, 2, 3, 5, 0, 1, 4]
+    assert np.array_equal(y_true, labels[index])
+    # The first repeat alone scores as a single K-fold run would.
+    one = fold_scores({0: proba[0], 1: proba[1]}, labels, val_splits(repeat0), 3, CLASSES)
+    assert one["acc_by_fold"] == {k: s["acc_by_fold"][k] for k in (0, 1)}
 
 
 def test_proba_from_npz_keys():
@@ -121,10 +162,32 @@ def test_verdict_too_few_folds_and_undefined_tests():
 def test_duplicate_twins_across_folds_only():
     sha = ["a", "b", "c", "a", "d", "d", "e"]
     folds = np.array([0, 0, 1, 1, 2, 2, 2])  # "a" spans folds 0/1; "d" twice inside fold 2
-    t = duplicate_twins(sha, folds)
+    t = duplicate_twins(sha, val_splits(folds))
     assert t["per_fold"] == {0: 1, 1: 1, 2: 0}
     assert t["total"] == 2
     assert t["examples"] == [(0, 3), (3, 0)]
+
+
+def test_duplicate_twins_examples_in_manifest_order_and_capped():
+    sha = ["x", "y", "x", "y", "x", "z"]
+    folds = [1, 0, 0, 1, 2, 2]
+    t = duplicate_twins(sha, val_splits(folds), max_examples=3)
+    assert t["per_fold"] == {0: 2, 1: 2, 2: 1} and t["total"] == 5
+    # Train twin: the hash's first image outside the validation part.
+    assert t["examples"] == [(0, 2), (1, 3), (2, 0)]
+
+
+def test_duplicate_twins_two_repeats():
+    sha = ["a", "b", "c", "a", "d", "d"]
+    repeat0 = [0, 0, 1, 1, 2, 2]  # "a" across folds 0/1, "d" inside fold 2
+    repeat1 = [0, 1, 2, 0, 1, 2]  # "a" inside fold 0, "d" across folds 1/2
+    splits = {**val_splits(repeat0), **{3 + k: v for k, v in val_splits(repeat1).items()}}
+    t = duplicate_twins(sha, splits)
+    assert t["per_fold"] == {0: 1, 1: 1, 2: 0, 3: 0, 4: 1, 5: 1}
+    assert t["total"] == 4  # an image counts once per split it validates in
+    assert t["examples"] == [(0, 3), (3, 0), (4, 5), (5, 4)]
+    # The first repeat alone gives the single K-fold numbers.
+    assert duplicate_twins(sha, val_splits(repeat0))["per_fold"] == {0: 1, 1: 1, 2: 0}
 
 
 def results():
@@ -166,7 +229,7 @@ def test_comparison_markdown():
         results(),
         protocol="none",
         n_folds=5,
-        paired=paired,
+        comparisons={"vs_cnn": paired},
         weights_note=None,
         twins=twins,
         class_names=CLASSES,
@@ -194,7 +257,7 @@ def test_comparison_markdown_clean_run_has_no_warnings():
         r,
         protocol="clip",
         n_folds=5,
-        paired=None,
+        comparisons=None,
         weights_note=None,
         twins={"per_fold": {0: 0}, "total": 0, "examples": []},
         class_names=CLASSES,
@@ -204,8 +267,8 @@ def test_comparison_markdown_clean_run_has_no_warnings():
 
 
 def test_figures_render_and_confusion_rows(case):
-    labels, folds, proba = case
-    s = fold_scores(proba, labels, folds, 3, CLASSES)
+    labels, splits, proba = case
+    s = fold_scores(proba, labels, splits, 3, CLASSES)
     for fig in (
         confusion_figure(np.array(s["confusion"]), CLASSES, "cnn"),
         accuracy_bars(results(), n_classes=3),
@@ -214,7 +277,7 @@ def test_figures_render_and_confusion_rows(case):
         fig.savefig(buf, format="png")
         assert buf.tell() > 1000
         close(fig)
-    _, y_true, y_pred = pooled_predictions(proba, labels, folds, 3)
+    _, y_true, y_pred = pooled_predictions(proba, labels, splits, 3)
     rows = confusion_rows(y_true, y_pred, CLASSES)
     assert len(rows) == len(labels)
     assert rows[0] == {"actual": "A", "predicted": "A"}
@@ -252,7 +315,7 @@ def test_report_states_pruning_the_sample_the_plateau_and_the_published_caveats(
         r,
         protocol="none",
         n_folds=5,
-        paired=None,
+        comparisons=None,
         weights_note=None,
         twins={"per_fold": {}, "total": 0, "examples": []},
         class_names=tuple("ABCDEFG"),
@@ -279,7 +342,7 @@ def test_an_unchanged_pruned_network_is_reported_as_such():
         r,
         protocol="none",
         n_folds=5,
-        paired=None,
+        comparisons=None,
         weights_note=None,
         twins={"per_fold": {}, "total": 0, "examples": []},
         class_names=CLASSES,
@@ -331,3 +394,102 @@ def test_the_verdict_rests_on_the_corrected_test_and_says_what_5_folds_cannot_sh
     assert wilcoxon_floor(6) == 0.03125  # six folds could reach it: nothing to warn about
     six = paired_comparison({**a, 5: 0.3}, {**b, 5: 0.33}, "CNN", "pruned CNN")
     assert not any("cannot reach" in line for line in which_test(six))
+
+
+def _controls_results():
+    r = results()
+    removed = {"fc1": {"mean": 6.0, "of": 512, "per_fold": [4, 8]}}
+    r["pruned"].update(neurons_removed=removed, acc_by_fold={0: 0.36, 1: 0.40})
+    r["cnn"]["acc_by_fold"] = {0: 0.34, 1: 0.36}
+    for kind, accs in (("random", (0.30, 0.33)), ("magnitude", (0.36, 0.39))):
+        r[kind] = {
+            "acc_mean": float(np.mean(accs)),
+            "acc_std": float(np.std(accs, ddof=1)),
+            "f1_mean": 0.3,
+            "f1_std": 0.01,
+            "folds": [0, 1],
+            "acc_by_fold": dict(enumerate(accs)),
+            "n_params": 1.3e6,
+            "neurons_removed": removed,
+        }
+    return r
+
+
+def test_the_controls_share_one_table_with_the_cnn_and_each_comparison_has_a_verdict():
+    from emoprune.pipeline.compare import comparisons, headline
+
+    r = _controls_results()
+    compared = comparisons(r, test_fraction=1.0)
+    assert list(compared) == ["vs_cnn", "vs_random", "vs_magnitude"]
+    assert compared["vs_random"]["mean_diff"] == pytest.approx(0.065)  # pruned minus random
+    assert compared["vs_magnitude"]["name_a"] == "CNN + magnitude removal (equal size)"
+    md = comparison_markdown(
+        r,
+        protocol="none",
+        n_folds=2,
+        comparisons=compared,
+        weights_note=None,
+        twins={"per_fold": {}, "total": 0, "examples": []},
+        class_names=CLASSES,
+    )
+    section = md.split("## Does pruning help")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| CNN")]
+    assert [row.split(" | ")[0] for row in rows[:4]] == [
+        "| CNN",
+        "| CNN + pruning",
+        "| CNN + random removal (equal size)",
+        "| CNN + magnitude removal (equal size)",
+    ]
+    assert "| fc1: 506 of 512 |" in rows[1] and "| fc1: 506 of 512 |" in rows[2]
+    vs_random = next(line for line in rows if line.startswith("| CNN + pruning vs CNN + random"))
+    assert "| +6.5 |" in vs_random and "too few for a paired test" in vs_random
+    # The controls are not rows of the table beside the paper's figures.
+    paper = md.split("## Does pruning help")[0]
+    assert "random removal" not in paper
+    head = headline(compared, {"total": 0})
+    assert set(head["p_vs"]) == {"cnn", "random", "magnitude"} and head["duplicate_twins"] == 0
+    assert head["p_vs"]["random"] == compared["vs_random"]["corrected_pvalue"] > 0
+
+
+def test_repeated_k_fold_is_reported_per_repeat_and_tested_with_k_fold_correction():
+    from emoprune.pipeline.compare import add_repeats, comparisons
+
+    r = _controls_results()
+    # 2 repeats of 2 folds: splits 0, 1 (repeat 0) and 2, 3 (repeat 1).
+    for key, accs in (("cnn", (0.34, 0.36, 0.30, 0.32)), ("pruned", (0.36, 0.40, 0.31, 0.37))):
+        r[key]["acc_by_fold"] = dict(enumerate(accs))
+        r[key]["f1_by_fold"] = dict(enumerate(accs))
+        r[key]["folds"] = [0, 1, 2, 3]
+    for kind in ("random", "magnitude"):
+        del r[kind]
+    r = {k: v for k, v in r.items() if k in ("cnn", "pruned")}
+    add_repeats(r, n_folds=2)
+    assert r["cnn"]["by_repeat"] == {
+        0: {"acc_mean": pytest.approx(0.35), "f1_mean": pytest.approx(0.35), "folds": 2},
+        1: {"acc_mean": pytest.approx(0.31), "f1_mean": pytest.approx(0.31), "folds": 2},
+    }
+    compared = comparisons(r, test_fraction=1.0)  # K = 2: n_test/n_train = 1
+    assert compared["vs_cnn"]["n"] == 4
+    md = comparison_markdown(
+        r,
+        protocol="none",
+        n_folds=4,
+        repeats=2,
+        comparisons=compared,
+        weights_note=None,
+        twins={"per_fold": {}, "total": 0, "examples": []},
+        class_names=CLASSES,
+    )
+    assert "2-fold stratified CV repeated 2 times" in md
+    table = md.split("## Per repeat")[1].split("\n## ")[0]
+    assert "| CNN | 35.0% | 31.0% |" in table
+    assert "r0f0: +2.0, r0f1: +4.0, r1f0: +1.0, r1f1: +5.0" in md
+    # Four folds with K = 2: the Wilcoxon floor (0.125) still cannot reach 0.05.
+    assert "cannot reach p < 0.05" in md and "two folds of one 2-fold split" in md
+
+    one = {k: dict(v) for k, v in r.items()}
+    for v in one.values():
+        v.pop("by_repeat")
+        v["acc_by_fold"] = {k: a for k, a in v["acc_by_fold"].items() if k < 2}
+    add_repeats(one, n_folds=2)
+    assert "by_repeat" not in one["cnn"]  # one repeat: nothing per repeat to add

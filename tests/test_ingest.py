@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -10,9 +11,12 @@ from PIL import Image
 from conftest import REPO, subprocess_env
 from emoprune.choices import EMOTIONS
 from emoprune.data.ingest import (
+    MANIFEST_COLUMNS,
     assign_folds,
+    assign_repeated_folds,
     build_manifest,
     clip_of,
+    fold_report,
     manifest_csv,
     read_manifest,
     scan,
@@ -41,6 +45,34 @@ def test_folds_are_stratified_and_deterministic():
     for c in range(7):
         per_fold = np.bincount(folds[labels == c], minlength=5)
         assert per_fold.max() - per_fold.min() <= 1  # every class spread evenly
+
+
+def test_repeated_folds_are_stratified_partitions_that_differ():
+    labels = np.repeat(np.arange(7), [20, 15, 20, 20, 20, 20, 20])
+    folds = assign_repeated_folds(labels, None, 5, seed=3, repeats=4)
+    assert folds.shape == (4, len(labels))
+    # Repeat 0 is the single K-fold assignment, repeat r the one of seed + r.
+    assert np.array_equal(folds[0], assign_folds(labels, None, 5, seed=3))
+    assert np.array_equal(folds[2], assign_folds(labels, None, 5, seed=5))
+    for r, row in enumerate(folds):
+        # One fold id per image: the folds are disjoint and cover every image exactly once.
+        assert set(row.tolist()) == set(range(5))
+        assert sum(np.sum(row == f) for f in range(5)) == len(labels)
+        for c in range(7):
+            per_fold = np.bincount(row[labels == c], minlength=5)
+            assert per_fold.max() - per_fold.min() <= 1, f"repeat {r}, class {c}"
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert not np.array_equal(folds[a], folds[b]), f"repeats {a} and {b} are the same"
+
+
+def test_repeated_folds_keep_clips_together_in_every_repeat():
+    labels = np.repeat(np.arange(7), 12)
+    groups = np.array([f"{l}/clip{i // 3}" for i, l in enumerate(labels)])
+    folds = assign_repeated_folds(labels, groups, 3, seed=0, repeats=3)
+    for row in folds:
+        assert all(len(set(row[groups == g])) == 1 for g in set(groups))
+    assert np.array_equal(folds[0], assign_folds(labels, groups, 3, seed=0))
 
 
 def test_group_by_clip_keeps_a_clip_in_one_fold():
@@ -147,10 +179,97 @@ def test_manifest_round_trip(tiny_sample, tmp_path):
     records, _ = build_manifest(tiny_sample, EMOTIONS, folds=2, seed=0)
     write_text(tmp_path / "m.csv", manifest_csv(records))
     assert read_manifest(tmp_path / "m.csv") == records
+    assert all(r.folds == (r.fold,) for r in records)
 
 
-def run_ingest(workdir: Path, raw: Path, folds: int = 2):
-    (workdir / "params.yaml").write_text(f"data:\n  raw: {raw.as_posix()}\ncv:\n  folds: {folds}\n")
+def manifest_before_repeats(records) -> str:
+    """The manifest as ingest wrote it before cv.repeats: these nine columns, nothing more."""
+    lines = [",".join(MANIFEST_COLUMNS)]
+    for r in records:
+        values = (r.path, r.emotion, r.label, r.width, r.height, r.fold, r.clip, r.sha1, r.checks)
+        lines.append(",".join(str(v) for v in values))
+    return "\n".join(lines) + "\n"
+
+
+def test_one_repeat_manifest_is_byte_identical_to_before(tiny_sample):
+    assert MANIFEST_COLUMNS == (
+        "path",
+        "emotion",
+        "label",
+        "width",
+        "height",
+        "fold",
+        "clip",
+        "sha1",
+        "checks",
+    )
+    default, _ = build_manifest(tiny_sample, EMOTIONS, folds=2, seed=0)
+    one, _ = build_manifest(tiny_sample, EMOTIONS, folds=2, seed=0, repeats=1)
+    text = manifest_csv(one)
+    assert text == manifest_csv(default) == manifest_before_repeats(one)
+    assert text.splitlines()[0] == "path,emotion,label,width,height,fold,clip,sha1,checks"
+    # The repeats=1 folds are exactly what assign_folds gave before repeats existed.
+    labels = np.array([r.label for r in one])
+    assert [r.fold for r in one] == assign_folds(labels, None, 2, seed=0).tolist()
+
+
+def test_repeated_manifest_round_trip_and_columns(tiny_sample, tmp_path):
+    records, _ = build_manifest(tiny_sample, EMOTIONS, folds=2, seed=0, repeats=3)
+    one, _ = build_manifest(tiny_sample, EMOTIONS, folds=2, seed=0)
+    assert [r.fold for r in records] == [r.fold for r in one]  # repeat 0 is unchanged
+    assert all(len(r.folds) == 3 and r.folds[0] == r.fold for r in records)
+    text = manifest_csv(records)
+    header = text.splitlines()[0].split(",")
+    assert header == [
+        "path",
+        "emotion",
+        "label",
+        "width",
+        "height",
+        "fold",
+        "fold_r1",
+        "fold_r2",
+        "clip",
+        "sha1",
+        "checks",
+    ]
+    write_text(tmp_path / "m.csv", text)
+    back = read_manifest(tmp_path / "m.csv")
+    assert back == records
+    assert [r.folds for r in back] == [r.folds for r in records]
+
+
+def test_manifest_with_a_missing_repeat_column_is_a_user_error(tiny_sample, tmp_path):
+    records, _ = build_manifest(tiny_sample, EMOTIONS, folds=2, seed=0, repeats=3)
+    text = manifest_csv(records).replace("fold_r1,", "fold_rx,", 1)
+    write_text(tmp_path / "m.csv", text)
+    with pytest.raises(UserError, match="fold columns fold_r2 skip a repeat"):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_records_of_mixed_repeats_are_refused(tiny_sample):
+    records, _ = build_manifest(tiny_sample, EMOTIONS, folds=2, seed=0, repeats=2)
+    records[0].later_folds = ()
+    with pytest.raises(ValueError, match="number of repeats"):
+        manifest_csv(records)
+
+
+def test_fold_report_per_repeat(tiny_sample):
+    one, _ = build_manifest(tiny_sample, EMOTIONS, folds=2, seed=0)
+    assert list(fold_report(one, 2)) == ["per_fold"]
+    assert sum(fold_report(one, 2)["per_fold"].values()) == 27
+    three, _ = build_manifest(tiny_sample, EMOTIONS, folds=2, seed=0, repeats=3)
+    report = fold_report(three, 2)
+    assert report["repeats"] == 3 and report["per_fold"] == fold_report(one, 2)["per_fold"]
+    assert list(report["per_fold_by_repeat"]) == ["0", "1", "2"]
+    for counts in report["per_fold_by_repeat"].values():
+        assert list(counts) == ["0", "1"] and sum(counts.values()) == 27
+
+
+def run_ingest(workdir: Path, raw: Path, folds: int = 2, repeats: int = 1):
+    (workdir / "params.yaml").write_text(
+        f"data:\n  raw: {raw.as_posix()}\ncv:\n  folds: {folds}\n  repeats: {repeats}\n"
+    )
     (workdir / "dvc.yaml").write_text("stages: {}\n")
     return subprocess.run(
         [sys.executable, str(REPO / "stages" / "ingest.py")],
@@ -167,6 +286,24 @@ def test_stage_writes_manifest_and_report(tiny_sample, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert len(read_manifest(tmp_path / "outputs/ingest/manifest.csv")) == 27
     assert '"n_images": 27' in (tmp_path / "reports/ingest/details.json").read_text()
+    details = json.loads((tmp_path / "reports/ingest/details.json").read_text())
+    assert "per_fold_by_repeat" not in details and "repeats" not in details
+
+
+def test_stage_with_repeats_writes_every_repeat(tiny_sample, tmp_path):
+    proc = run_ingest(tmp_path, tiny_sample, repeats=2)
+    assert proc.returncode == 0, proc.stderr
+    records = read_manifest(tmp_path / "outputs/ingest/manifest.csv")
+    assert len(records) == 27 and all(len(r.folds) == 2 for r in records)
+    details = json.loads((tmp_path / "reports/ingest/details.json").read_text())
+    assert details["repeats"] == 2 and list(details["per_fold_by_repeat"]) == ["0", "1"]
+    assert details["per_fold_by_repeat"]["0"] == details["per_fold"]
+    metrics = json.loads((tmp_path / "reports/ingest/metrics.json").read_text())
+    assert list(metrics) == ["data"] and list(metrics["data"]) == [
+        "n_images",
+        "n_skipped",
+        "per_class",
+    ]
 
 
 def test_stage_error_is_one_line_exit_2_and_writes_nothing(raw_copy, tmp_path):

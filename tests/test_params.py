@@ -23,6 +23,11 @@ def test_repo_params_load_and_hold_the_papers_defaults():
         ({"cv": {"folds": 2.5}}, "cv.folds must be an integer"),
         ({"cv": {"group_by": "movie"}}, "cv.group_by must be one of none, clip"),
         ({"cv": {"fold": 5}}, "params.yaml: unknown key cv.fold"),
+        ({"cv": {"repeats": 0}}, "params.yaml: cv.repeats must be >= 1, got 0"),
+        ({"cv": {"repeats": "abc"}}, "params.yaml: cv.repeats must be an integer, got 'abc'"),
+        ({"cv": {"repeats": 1.5}}, "params.yaml: cv.repeats must be an integer, got 1.5"),
+        ({"cv": {"repeats": True}}, "params.yaml: cv.repeats must be an integer, got True"),
+        ({"cv": {"repeat": 2}}, "params.yaml: unknown key cv.repeat (did you mean repeats?)"),
         ({"optimiser": {}}, "params.yaml: unknown key optimiser"),
         ({"resize": {"cnn": 32}}, "resize.cnn must be >= 67"),
         ({"device": "tpu"}, "device must be one of auto, cpu, cuda"),
@@ -37,6 +42,31 @@ def test_bad_values_name_the_key(raw, message):
         parse_params(raw)
     assert message in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_cv_repeats_default_and_splits():
+    assert parse_params({}).cv.repeats == 1
+    cv = parse_params({"cv": {"folds": 3, "repeats": 4}}).cv
+    assert (cv.repeats, cv.n_splits) == (4, 12)
+
+
+@pytest.mark.parametrize(
+    "cv, most, message",
+    [
+        ({"folds": 5}, 5, "params.yaml: finetune.folds must be 'all' or <= cv.folds (5), got 6"),
+        (
+            {"folds": 5, "repeats": 2},
+            10,
+            "params.yaml: finetune.folds must be 'all' or <= cv.folds * cv.repeats (10), got 11",
+        ),
+    ],
+)
+def test_finetune_folds_count_every_split(cv, most, message):
+    # With repeats there are R * K splits, and finetune.folds may take any of them.
+    assert parse_params({"cv": cv, "finetune": {"folds": most}}).finetune.folds == most
+    with pytest.raises(UserError) as exc:
+        parse_params({"cv": cv, "finetune": {"folds": most + 1}})
+    assert str(exc.value) == message
 
 
 def test_lists_become_tuples_and_values_are_typed():

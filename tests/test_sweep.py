@@ -133,13 +133,14 @@ def test_exp_metrics_come_from_dvc_exp_show():
                                                 "acc": {"mean": 0.5, "std": 0.1},
                                                 "removed": {"fc1": 3},
                                             },
+                                            "random": {"acc": {"mean": 0.45}},
                                         }
                                     },
                                     "reports/train_cnn/metrics.json": {
                                         "data": {"cnn": {"acc": {"mean": 0.6}}}
                                     },
                                     "reports/evaluate/metrics.json": {
-                                        "data": {"pruned_vs_cnn": {"diff": -0.1}}
+                                        "data": {"p_vs": {"cnn": 0.4, "random": None}}
                                     },
                                 }
                             },
@@ -155,7 +156,8 @@ def test_exp_metrics_come_from_dvc_exp_show():
             "pruned/acc_mean": 0.5,
             "pruned/acc_std": 0.1,
             "cnn/acc_mean": 0.6,
-            "pruned_vs_cnn/mean_diff": -0.1,
+            "random/acc_mean": 0.45,
+            "pruned_vs_cnn/corrected_pvalue": 0.4,
         }
     }
 

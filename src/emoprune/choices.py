@@ -18,6 +18,7 @@ Init = Literal["pytorch", "he", "glorot"]
 HiddenLayer = Literal["fc1", "fc2", "fc3"]
 PruneMode = Literal["output_weights", "input_weights", "full_weights", "activations"]
 Complementary = Literal["remove_both", "fold"]
+Baseline = Literal["random", "magnitude"]  # equal-size controls of distinctiveness pruning
 
 Arch = Literal["resnet18", "resnet34", "resnet50"]
 Weights = Literal["auto", "imagenet", "none"]
@@ -27,6 +28,7 @@ INITS: tuple[str, ...] = get_args(Init)
 HIDDEN_LAYERS: tuple[str, ...] = get_args(HiddenLayer)
 PRUNE_MODES: tuple[str, ...] = get_args(PruneMode)
 COMPLEMENTARY: tuple[str, ...] = get_args(Complementary)
+BASELINES: tuple[str, ...] = get_args(Baseline)
 ARCHS: tuple[str, ...] = get_args(Arch)
 WEIGHTS: tuple[str, ...] = get_args(Weights)
 

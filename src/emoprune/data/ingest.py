@@ -3,6 +3,10 @@
 Layout: ``<raw>/<Emotion>/<Movie>_<clip>_<frame>.png``. Class folders match the params' class
 names case-insensitively; the label is the index in ``data.classes``. Broken files are skipped
 with a reason; structural problems (unknown or empty class, too few images) are user errors.
+
+The manifest's ``fold`` column is repeat 0's fold; with ``cv.repeats`` R > 1, columns
+``fold_r1`` ... ``fold_r{R-1}`` follow it (repeated stratified K-fold). With R = 1 there are no
+extra columns, so the file is byte for byte what it was before repeats existed.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import errno
 import hashlib
 import io
 import os
+import re
 import stat
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -30,6 +36,12 @@ from emoprune.data.images import (
 from emoprune.errors import UserError
 
 MANIFEST_COLUMNS = ("path", "emotion", "label", "width", "height", "fold", "clip", "sha1", "checks")
+_REPEAT_COLUMN = re.compile(r"fold_r(\d+)")
+
+
+def repeat_column(r: int) -> str:
+    """The manifest column of repeat ``r``'s fold (r >= 1; repeat 0 is ``fold``)."""
+    return f"fold_r{r}"
 
 
 @dataclass
@@ -39,10 +51,17 @@ class Record:
     label: int
     width: int
     height: int
-    fold: int
+    fold: int  # repeat 0's fold
     clip: str
     sha1: str
     checks: str  # "ok" or what was noted, e.g. "converted L to RGB"
+    # Folds of repeats 1..R-1 (columns fold_r1 ...); empty with one repeat.
+    later_folds: tuple[int, ...] = ()
+
+    @property
+    def folds(self) -> tuple[int, ...]:
+        """This image's fold in every repeat, repeat order: (R,)."""
+        return (self.fold, *self.later_folds)
 
 
 @dataclass
@@ -241,10 +260,25 @@ def assign_folds(
     return fold_of
 
 
+def assign_repeated_folds(
+    labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int, repeats: int = 1
+) -> np.ndarray:
+    """Repeated stratified K-fold: (repeats, N) fold ids, row r = ``assign_folds`` with seed
+    ``seed + r``, so row 0 is exactly the single K-fold assignment."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    return np.stack([assign_folds(labels, groups, folds, seed + r) for r in range(repeats)])
+
+
 def build_manifest(
-    raw: str | Path, classes: tuple[str, ...], folds: int, seed: int, group_by: str = "none"
+    raw: str | Path,
+    classes: tuple[str, ...],
+    folds: int,
+    seed: int,
+    group_by: str = "none",
+    repeats: int = 1,
 ) -> tuple[list[Record], list[Skipped]]:
-    """Scan, validate, check counts and assign folds."""
+    """Scan, validate, check counts and assign the folds of every repeat."""
     records, skipped = scan(raw, classes)
     check_counts(records, classes, folds, match_class_folders(Path(raw), classes), skipped)
     labels = np.array([r.label for r in records])
@@ -254,26 +288,71 @@ def build_manifest(
         raise UserError(
             f"cv.group_by=clip: only {len(set(groups))} clips, fewer than cv.folds={folds}"
         )
-    for record, fold in zip(records, assign_folds(labels, groups, folds, seed)):
-        record.fold = int(fold)
+    assignment = assign_repeated_folds(labels, groups, folds, seed, repeats)
+    for record, own in zip(records, assignment.T.tolist()):
+        record.fold, record.later_folds = own[0], tuple(own[1:])
     return records, skipped
 
 
+def fold_report(records: list[Record], folds: int) -> dict[str, Any]:
+    """ingest's report of the folds: ``per_fold`` {fold: images} of repeat 0 and, only with
+    R > 1 repeats (so a single repeat's report is unchanged), ``repeats`` and
+    ``per_fold_by_repeat`` {repeat: {fold: images}}. Keys are strings, as JSON writes them."""
+
+    def counts(repeat: int) -> dict[str, int]:
+        c = Counter(r.folds[repeat] for r in records)
+        return {str(k): c[k] for k in range(folds)}
+
+    repeats = len(records[0].folds) if records else 1
+    out: dict[str, Any] = {"per_fold": counts(0)}
+    if repeats > 1:
+        out["repeats"] = repeats
+        out["per_fold_by_repeat"] = {str(r): counts(r) for r in range(repeats)}
+    return out
+
+
+def manifest_columns(repeats: int) -> tuple[str, ...]:
+    """The manifest's header: ``fold_r1`` ... ``fold_r{repeats-1}`` right after ``fold``."""
+    at = MANIFEST_COLUMNS.index("fold") + 1
+    extra = tuple(repeat_column(r) for r in range(1, repeats))
+    return MANIFEST_COLUMNS[:at] + extra + MANIFEST_COLUMNS[at:]
+
+
 def manifest_csv(records: list[Record]) -> str:
+    """The manifest's text; every record must carry the same number of repeats."""
+    repeats = {len(r.folds) for r in records}
+    if len(repeats) > 1:
+        raise ValueError(f"records disagree on the number of repeats: {sorted(repeats)}")
+    n = repeats.pop() if repeats else 1
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=manifest_columns(n), lineterminator="\n")
     writer.writeheader()
     for r in records:
-        writer.writerow(asdict(r))
+        row = asdict(r)
+        later = row.pop("later_folds")
+        row.update({repeat_column(i): fold for i, fold in enumerate(later, start=1)})
+        writer.writerow(row)
     return buf.getvalue()
 
 
+def _repeats_in(path: Path, header: list[str]) -> int:
+    """How many repeats a manifest header holds: 1 + its ``fold_r<i>`` columns, which must be
+    fold_r1 ... fold_r{R-1} with no gap."""
+    found = sorted(int(m.group(1)) for c in header if (m := _REPEAT_COLUMN.fullmatch(c)))
+    if found != list(range(1, len(found) + 1)):
+        shown = ", ".join(repeat_column(r) for r in found)
+        raise UserError(f"{path}: fold columns {shown} skip a repeat (run `dvc repro ingest`)")
+    return 1 + len(found)
+
+
 def read_manifest(path: str | Path) -> list[Record]:
-    """Load ``manifest.csv`` back into Records."""
+    """Load ``manifest.csv`` back into Records, with or without the ``fold_r<i>`` columns."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: manifest not found (run `dvc repro ingest`)")
     with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
+        reader = csv.DictReader(f)
+        later = [repeat_column(r) for r in range(1, _repeats_in(path, reader.fieldnames or []))]
         return [
             Record(
                 path=row["path"],
@@ -285,6 +364,7 @@ def read_manifest(path: str | Path) -> list[Record]:
                 clip=row["clip"],
                 sha1=row["sha1"],
                 checks=row["checks"],
+                later_folds=tuple(int(row[c]) for c in later),
             )
-            for row in csv.DictReader(f)
+            for row in reader
         ]

@@ -76,11 +76,23 @@ MODEL_NAMES = {
     "mlp": "PCA + MLP",
     "cnn": "CNN",
     "pruned": "CNN + pruning",
+    "random": "CNN + random removal (equal size)",
+    "magnitude": "CNN + magnitude removal (equal size)",
     "resnet18": "ResNet18",
     "resnet34": "ResNet34",
     "resnet50": "ResNet50",
 }
 
+
+# The equal-size controls: reported in the pruning section's own table, not beside the paper.
+CONTROLS = ("random", "magnitude")
+
+# The paired comparisons evaluate makes: key -> (model a, model b); differences are b - a.
+COMPARISONS = {
+    "vs_cnn": ("cnn", "pruned"),
+    "vs_random": ("random", "pruned"),
+    "vs_magnitude": ("magnitude", "pruned"),
+}
 
 PROTOCOLS = {
     "none": "cv.group_by=none: frames of one clip may sit in different folds, so near-duplicate "
@@ -164,21 +176,24 @@ def _p(p: float | None) -> str:
 def which_test(paired: Mapping[str, Any]) -> list[str]:
     """Why the corrected resampled t-test carries the verdict, and what the design can show."""
     n, floor = paired.get("n", 0), paired.get("wilcoxon_floor", 1.0)
+    # K of the K-fold CV from n_test/n_train = 1/(K-1): the n folds may span several repeats.
+    fraction = paired.get("test_fraction") or 1 / max(n - 1, 1)
+    k = round(1 + 1 / fraction)
     lines = [
         "Which test carries the verdict: the corrected resampled t-test of Nadeau and Bengio "
-        f"(2003). The {n} folds' training sets overlap (each pair shares "
-        f"{max(n - 2, 0)} of {max(n - 1, 0)} folds), so the differences are not independent "
-        "and the plain paired t-test, which assumes they are, gives p-values that are too "
-        f"small; the correction widens the variance by n_test/n_train "
-        f"({paired.get('test_fraction', 0):.3g}). The plain t-test and the Wilcoxon test "
-        "are shown for reference only."
+        f"(2003), over the {n} held-out folds. Their training sets overlap (two folds of one "
+        f"{k}-fold split share {max(k - 2, 0)} of their {max(k - 1, 0)} training folds), so "
+        "the per-fold differences are not independent and the plain paired t-test, which "
+        "assumes they are, gives p-values that are too small; the correction widens the "
+        f"variance by n_test/n_train ({paired.get('test_fraction', 0):.3g}). The plain t-test "
+        "and the Wilcoxon test are shown for reference only."
     ]
     if floor >= ALPHA:
         lines.append(
             f"With {n} folds the Wilcoxon signed-rank test cannot reach p < {ALPHA}: its "
             f"smallest possible p, every fold differing the same way, is {floor:.4g}. A "
-            "Wilcoxon p above the bar here says nothing either way; only more folds "
-            "(cv.folds) would let it speak."
+            "Wilcoxon p above the bar here says nothing either way; more folds or repeats "
+            "(cv.folds, cv.repeats) would let it speak."
         )
     return lines
 
@@ -215,26 +230,128 @@ def pruning_section(pruning: Mapping[str, Any], removed: Mapping[str, Any] | Non
     return lines
 
 
+def _left(r: Mapping[str, Any]) -> str:
+    removed = r.get("neurons_removed")
+    if not removed:
+        return DASH
+    return "; ".join(
+        f"{layer}: {n['of'] - n['mean']:g} of {n['of']}"
+        if isinstance(n, Mapping)
+        else f"{layer}: {n} removed"
+        for layer, n in removed.items()
+    )
+
+
+def _p_cell(paired: Mapping[str, Any], key: str) -> str:
+    p = paired.get(key)
+    return _p(p) if p is not None else f"{DASH} ({paired.get(key.replace('pvalue', 'reason'))})"
+
+
+def repeats_section(results: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> list[str]:
+    """With repeated K-fold: each model's mean accuracy per repeat (``by_repeat``)."""
+    shown = [k for k in (*order, *CONTROLS) if results.get(k, {}).get("by_repeat")]
+    if not shown:
+        return []
+    reps = sorted({int(r) for k in shown for r in results[k]["by_repeat"]})
+    lines = [
+        "## Per repeat (mean test accuracy over each repeat's folds)",
+        "",
+        "| model | " + " | ".join(f"repeat {r}" for r in reps) + " |",
+        "|---|" + "---|" * len(reps),
+    ]
+    for k in shown:
+        by = {int(r): m for r, m in results[k]["by_repeat"].items()}
+        cells = [_pct(by[r]["acc_mean"]) if r in by else DASH for r in reps]
+        lines.append(f"| {model_label(k, results[k])} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _split_name(k: Any, n_folds: int, n: int) -> str:
+    """Split k as "fold f" (one repeat) or "r<repeat>f<fold>" (repeated K-fold)."""
+    k = int(k)
+    return f"fold {k}" if n <= n_folds else f"r{k // n_folds}f{k % n_folds}"
+
+
+def comparisons_section(
+    results: Mapping[str, Mapping[str, Any]], comparisons: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """The CNN, the distinctiveness-pruned CNN and its equal-size controls in one table, then
+    each paired comparison: effect in points, corrected p, a verdict no stronger than the test.
+    """
+    lines = ["## Does pruning help, and does the choice of neurons matter?", ""]
+    models = [k for k in ("cnn", "pruned", *CONTROLS) if k in results]
+    if "pruned" not in results or not comparisons:
+        return [*lines, "Not available: the CNN or the pruned CNN has no results.", ""]
+    lines += [
+        "The controls start from the same checkpoint and train with the same seeds and "
+        "batches as distinctiveness pruning, and lose as many live neurons of the same layer "
+        "after the same epochs on every fold: `random` picks them uniformly, `magnitude` "
+        "takes the smallest outgoing-weight norms. Only which neurons go differs (and "
+        "distinctiveness merges a removed unit's weights into its twin).",
+        "",
+        "| model | test acc (mean ± std) | macro-F1 | neurons left (mean) | params |",
+        "|---|---|---|---|---|",
+    ]
+    for k in models:
+        r = results[k]
+        lines.append(
+            f"| {model_label(k, r)} | {_mean_std(r, 'acc')} | {_mean_std(r, 'f1')} "
+            f"| {_left(r)} | {_params(r.get('n_params'))} |"
+        )
+    lines += [
+        "",
+        "| comparison | effect (points) | corrected t-test p | plain t-test p | Wilcoxon p "
+        "| verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, c in comparisons.items():
+        a, b = COMPARISONS.get(key, (c["name_a"], c["name_b"]))
+        effect = DASH if c.get("mean_diff") is None else f"{100 * c['mean_diff']:+.1f}"
+        lines.append(
+            f"| {MODEL_NAMES.get(b, b)} vs {MODEL_NAMES.get(a, a)} | {effect} "
+            f"| {_p_cell(c, 'corrected_pvalue')} | {_p_cell(c, 't_pvalue')} "
+            f"| {_p_cell(c, 'wilcoxon_pvalue')} | {c['verdict']} |"
+        )
+    first = next(iter(comparisons.values()))
+    lines += ["", "Effect: mean over folds of the first model's accuracy minus the second's.", ""]
+    lines += [*which_test(first), ""]
+    for key, c in comparisons.items():
+        a, b = COMPARISONS.get(key, (c["name_a"], c["name_b"]))
+        diffs = c.get("diffs", {})
+        k_folds = round(1 + 1 / (c.get("test_fraction") or 1 / max(len(diffs) - 1, 1)))
+        per = (
+            ", ".join(
+                f"{_split_name(k, k_folds, len(diffs))}: {100 * d:+.1f}" for k, d in diffs.items()
+            )
+            or DASH
+        )
+        lines.append(f"- {MODEL_NAMES.get(b, b)} vs {MODEL_NAMES.get(a, a)}, per fold: {per}")
+    lines.append("")
+    return lines
+
+
 def comparison_markdown(
     results: Mapping[str, Mapping[str, Any]],
     *,
     protocol: str,
     n_folds: int,
-    paired: Mapping[str, Any] | None,
+    comparisons: Mapping[str, Mapping[str, Any]] | None,
     weights_note: str | None,
     twins: Mapping[str, Any],
     class_names: Sequence[str],
     pruning: Mapping[str, Any] | None = None,
     generated_sample: bool = False,
+    repeats: int = 1,
 ) -> str:
     """A markdown report: our results beside the paper's, then the caveats needed to read them.
 
     ``results[model]`` holds acc_mean, acc_std, f1_mean, f1_std, folds and optionally
     train_acc_mean, n_params, ms_per_image, weights, neurons_removed, recall. ``protocol`` is
-    the ``cv.group_by`` value ("none"/"clip") or a ready-made sentence. Missing values render
-    as "–".
+    the ``cv.group_by`` value ("none"/"clip") or a ready-made sentence. ``comparisons`` are
+    ``paired_comparison`` results keyed as ``COMPARISONS``; ``n_folds`` counts the held-out
+    folds of all ``repeats`` (cv.repeats). Missing values render as "–".
     """
-    order = model_order(results)
+    order = [k for k in model_order(results) if k not in CONTROLS]
     lines = ["# Results beside the paper", ""]
     if generated_sample:
         lines += [
@@ -287,7 +404,13 @@ def comparison_markdown(
         )
 
     group = PROTOCOLS.get(protocol, protocol)
-    if protocol in PROTOCOLS:
+    if protocol in PROTOCOLS and repeats > 1:
+        group = (
+            f"{n_folds // repeats}-fold stratified CV repeated {repeats} times, each repeat "
+            f"with its own shuffle (seed cv.seed + repeat): {n_folds} held-out folds, every "
+            f"image held out once per repeat ({group})."
+        )
+    elif protocol in PROTOCOLS:
         group = f"{n_folds}-fold stratified CV on the manifest folds ({group})."
     lines += [
         "",
@@ -296,35 +419,9 @@ def comparison_markdown(
         "",
     ]
 
-    lines += ["## CNN vs pruned CNN (paired over folds)", ""]
-    if paired is None:
-        lines.append("Not available: the CNN or the pruned CNN has no results.")
-    else:
-        lines.append(paired["verdict"])
-        p_c, p_t, p_w = (paired.get(k) for k in ("corrected_pvalue", "t_pvalue", "wilcoxon_pvalue"))
-        lines += [
-            "",
-            f"- corrected resampled t-test p (carries the verdict): {_p(p_c)}"
-            + ("" if p_c is not None else f" ({paired.get('corrected_reason')})"),
-            f"- plain paired t-test p: {_p(p_t)}"
-            + ("" if p_t is not None else f" ({paired.get('t_reason')})"),
-            f"- Wilcoxon signed-rank p: {_p(p_w)}"
-            + ("" if p_w is not None else f" ({paired.get('wilcoxon_reason')})"),
-            "- per-fold difference (points): "
-            + (
-                ", ".join(f"fold {k}: {100 * d:+.1f}" for k, d in paired.get("diffs", {}).items())
-                or DASH
-            ),
-            "",
-            *which_test(paired),
-        ]
+    lines += repeats_section(results, order)
+    lines += comparisons_section(results, comparisons or {})
     removed = results.get("pruned", {}).get("neurons_removed")
-    if removed:
-        lines.append(
-            "- neurons removed by pruning: "
-            + "; ".join(_removed(layer, n) for layer, n in removed.items())
-        )
-    lines.append("")
     if pruning is not None:
         lines += pruning_section(pruning, removed)
 

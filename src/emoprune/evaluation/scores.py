@@ -41,26 +41,30 @@ def proba_from_npz(arrays: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
 def pooled_predictions(
     proba_by_fold: Mapping[int, np.ndarray],
     labels: np.ndarray,
-    folds: np.ndarray,
+    splits: Mapping[int, np.ndarray],
     n_classes: int,
     *,
     model: str = "model",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenate the evaluated folds' predictions.
+    """Concatenate the evaluated splits' predictions, in split-id order.
 
-    ``labels`` and ``folds`` are (N,) in manifest order; ``proba_by_fold[k]`` is (n_val_k, C)
-    with rows in the order of ``np.flatnonzero(folds == k)``.
-    Returns (index (M,), y_true (M,), y_pred (M,)), M = the evaluated folds' total size.
+    ``labels`` is (N,) in manifest order; ``splits[k]`` is split k's validation indices
+    (n_val_k,) into it (``Folds.val_splits()``), and ``proba_by_fold[k]`` is (n_val_k, C) with
+    rows in that order. Returns (index (M,), y_true (M,), y_pred (M,)), M = the evaluated
+    splits' total size; with R repeats an image appears once per repeat evaluated.
     """
-    labels, folds = np.asarray(labels), np.asarray(folds)
-    if labels.shape != folds.shape or labels.ndim != 1:
-        raise ValueError(f"{model}: labels {labels.shape} and folds {folds.shape} must be (N,)")
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{model}: labels {labels.shape} must be (N,)")
     if not proba_by_fold:
         raise ValueError(f"{model}: no fold probabilities to evaluate")
     idx, pred = [], []
     for k in sorted(proba_by_fold):
         p = np.asarray(proba_by_fold[k])
-        rows = np.flatnonzero(folds == k)
+        # A split the manifest lacks has no images: reported as the size mismatch below.
+        rows = np.asarray(splits.get(k, ()), dtype=np.int64)
+        if rows.ndim != 1 or (rows.size and not (0 <= rows.min() and rows.max() < labels.size)):
+            raise ValueError(f"{model}: split {k} indices must be (n,) in 0..{labels.size - 1}")
         # A length mismatch means the model was trained on another manifest: scoring it would
         # silently pair predictions with the wrong images.
         if p.ndim != 2 or p.shape[0] != rows.size or p.shape[1] != n_classes:
@@ -81,23 +85,25 @@ def pooled_predictions(
 def fold_scores(
     proba_by_fold: Mapping[int, np.ndarray],
     labels: np.ndarray,
-    folds: np.ndarray,
+    splits: Mapping[int, np.ndarray],
     n_classes: int,
     class_names: Sequence[str] | None = None,
     *,
     model: str = "model",
 ) -> dict[str, Any]:
-    """Accuracy and macro-F1 per evaluated fold, their mean ± sample std, pooled recall and cm.
+    """Accuracy and macro-F1 per evaluated split, their mean ± sample std, pooled recall and cm.
 
-    Inputs as in :func:`pooled_predictions`. Only the folds present in ``proba_by_fold`` are
-    scored (a ResNet trained on fold 0 only reports ``folds == [0]``). Per-class recall and the
-    confusion matrix (C, C), rows = true class, pool all evaluated predictions; a class absent
-    from the evaluated folds gets recall 0 (as sklearn's ``zero_division=0``).
+    Inputs as in :func:`pooled_predictions`; results are keyed by split id (``folds``,
+    ``*_by_fold``). Only the splits present in ``proba_by_fold`` are scored (a ResNet trained
+    on split 0 only reports ``folds == [0]``). Per-class recall and the confusion matrix
+    (C, C), rows = true class, pool all evaluated predictions (with R repeats each image counts
+    once per repeat); a class absent from the evaluated splits gets recall 0 (as sklearn's
+    ``zero_division=0``).
     """
     names = list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]
     if len(names) != n_classes:
         raise ValueError(f"{model}: {len(names)} class names for {n_classes} classes")
-    _, y_true, y_pred = pooled_predictions(proba_by_fold, labels, folds, n_classes, model=model)
+    _, y_true, y_pred = pooled_predictions(proba_by_fold, labels, splits, n_classes, model=model)
     classes = list(range(n_classes))
     acc_by_fold, f1_by_fold, n_by_fold = {}, {}, {}
     start = 0

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from emoprune.errors import UserError
+from emoprune.evaluation.report import COMPARISONS, MODEL_NAMES
 from emoprune.evaluation.scores import (
     confusion_rows,
     fold_scores,
@@ -23,6 +24,7 @@ from emoprune.evaluation.scores import (
     proba_from_npz,
 )
 from emoprune.evaluation.size import paired_latency
+from emoprune.evaluation.statistics import paired_comparison
 from emoprune.models.cnn import count_parameters
 from emoprune.pruning.mask import PruneMask
 from emoprune.pruning.shrink import shrink
@@ -53,50 +55,103 @@ def load_probas(path: str | Path) -> dict[int, np.ndarray]:
 
 def collect(
     labels: np.ndarray,
-    folds: np.ndarray,
+    splits: Mapping[int, np.ndarray],
     classes: Sequence[str],
     *,
     latency_repeats: int,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """(results {model: scores, size, speed}, confusion rows {model: rows}) of every model.
 
-    ``labels`` and ``folds`` are (N,) in manifest order.
+    ``labels`` is (N,) in manifest order; ``splits`` {split id: validation indices}, as
+    ``Folds.val_splits()`` gives them.
     """
     n_classes = len(classes)
     resnet = read_json(RESNET_DETAILS)
+    # The equal-size controls of distinctiveness pruning, trained in prune_cnn beside it.
+    controls = read_json(MODELS["pruned"][1]).get("baselines", {})
+    inline = {**controls, **resnet}  # details held inside another stage's details.json
     sources = {
         **MODELS,
+        **{kind: (f"outputs/models/pruned/{kind}/val_proba.npz", None) for kind in controls},
         **{arch: (f"outputs/models/resnet/{arch}/val_proba.npz", None) for arch in resnet},
     }
     results, confusion, trained_by = {}, {}, {}
     for key, (proba_path, metrics_path) in sources.items():
         probas = load_probas(proba_path)
-        r = fold_scores(probas, labels, folds, n_classes, list(classes), model=key)
-        trained = read_json(metrics_path) if metrics_path else resnet[key]
+        r = fold_scores(probas, labels, splits, n_classes, list(classes), model=key)
+        trained = read_json(metrics_path) if metrics_path else inline[key]
         trained_by[key] = trained
         r["train_acc_mean"] = trained["train_acc"]["mean"]
         r["plateau_folds"] = list(trained.get("plateau_folds", []))
         if "n_params" in trained:  # the pruned CNN's: measured on its shrunk copies below
             r["n_params"] = trained["n_params"]
         results[key] = r
-        _, y_true, y_pred = pooled_predictions(probas, labels, folds, n_classes, model=key)
+        _, y_true, y_pred = pooled_predictions(probas, labels, splits, n_classes, model=key)
         confusion[key] = confusion_rows(y_true, y_pred, list(classes))
 
     timed = time_cnn_and_pruned(latency_repeats)
     results["cnn"].update(timed["cnn"])
     results["pruned"].update(timed["pruned"])
-    pruned, widths = trained_by["pruned"], timed["widths"]
-    results["pruned"]["neurons_removed"] = {
-        layer: {
-            "mean": pruned[f"{layer}_removed"]["mean"],
-            "of": widths[layer],
-            "per_fold": [m[f"{layer}_removed"] for m in pruned["per_fold"].values()],
-        }
-        for layer in pruned["layers"]
-    }
+    for key in ("pruned", *controls):
+        results[key]["neurons_removed"] = neurons_removed(trained_by[key], timed["widths"])
+    for kind in controls:  # as large as the pruned CNN, fold by fold: not timed again
+        results[kind]["n_params"] = trained_by[kind]["params_shrunk"]["mean"]
     for arch, m in resnet.items():
         results[arch]["weights"] = m["weights"]
     return results, confusion
+
+
+def add_repeats(results: Mapping[str, dict[str, Any]], n_folds: int) -> None:
+    """With repeated K-fold (split k = repeat k // K, fold k % K), give each model's results a
+    ``by_repeat`` {repeat: {"acc_mean", "f1_mean", "folds"}} over the repeats it was scored in.
+    Nothing is added with one repeat."""
+    for r in results.values():
+        repeats: dict[int, list[int]] = {}
+        for k in r["acc_by_fold"]:
+            repeats.setdefault(int(k) // n_folds, []).append(k)
+        if max(repeats, default=0) == 0:
+            continue
+        r["by_repeat"] = {
+            rep: {
+                "acc_mean": float(np.mean([r["acc_by_fold"][k] for k in ks])),
+                "f1_mean": float(np.mean([r["f1_by_fold"][k] for k in ks])),
+                "folds": len(ks),
+            }
+            for rep, ks in sorted(repeats.items())
+        }
+
+
+def neurons_removed(details: Mapping[str, Any], widths: Mapping[str, int]) -> dict[str, Any]:
+    """{layer: {"mean", "of" (the layer's width), "per_fold"}} of the neurons a pruned model's
+    training stage removed (``details``: its details.json summary)."""
+    return {
+        layer: {
+            "mean": details[f"{layer}_removed"]["mean"],
+            "of": width,
+            "per_fold": [m[f"{layer}_removed"] for m in details["per_fold"].values()],
+        }
+        for layer, width in widths.items()
+        if f"{layer}_removed" in details
+    }
+
+
+def comparisons(
+    results: Mapping[str, Mapping[str, Any]], test_fraction: float
+) -> dict[str, dict[str, Any]]:
+    """The paired accuracy comparisons of ``report.COMPARISONS`` whose two models both have
+    results: {"vs_cnn" | "vs_random" | "vs_magnitude": ``paired_comparison``} (b minus a, over
+    the folds both were scored on; ``test_fraction`` is n_test/n_train of one split)."""
+    return {
+        key: paired_comparison(
+            results[a]["acc_by_fold"],
+            results[b]["acc_by_fold"],
+            MODEL_NAMES[a],
+            MODEL_NAMES[b],
+            test_fraction=test_fraction,
+        )
+        for key, (a, b) in COMPARISONS.items()
+        if a in results and b in results
+    }
 
 
 def time_cnn_and_pruned(latency_repeats: int) -> dict[str, Any]:
@@ -138,25 +193,41 @@ def time_cnn_and_pruned(latency_repeats: int) -> dict[str, Any]:
     return out
 
 
-def headline(paired: Mapping[str, Any], twins: Mapping[str, Any]) -> dict[str, Any]:
-    """evaluate's metrics.json: only what evaluate adds to the training stages' headlines,
-    the paired CNN-vs-pruned comparison and the leakage count."""
+def headline(compared: Mapping[str, Mapping[str, Any]], twins: Mapping[str, Any]) -> dict[str, Any]:
+    """evaluate's metrics.json: only what evaluate adds to the training stages' headlines.
+
+    ``p_vs.<model>``: the corrected resampled t-test's p-value of the distinctiveness-pruned
+    CNN's accuracy against the unpruned CNN's and each control's (the test the verdicts rest
+    on; the effects, the plain t-test and Wilcoxon are in details.json); the leakage count.
+    """
     return {
-        # diff: pruned minus CNN accuracy; p_corrected: the corrected resampled t-test, the
-        # one the verdict rests on (the plain t-test and Wilcoxon are in details.json).
-        "pruned_vs_cnn": {"diff": paired["mean_diff"], "p_corrected": paired["corrected_pvalue"]},
+        "p_vs": {key.removeprefix("vs_"): c["corrected_pvalue"] for key, c in compared.items()},
         "duplicate_twins": twins["total"],
     }
 
 
+COMPARISON_KEYS = (
+    "mean_diff",
+    "corrected_pvalue",
+    "t_pvalue",
+    "wilcoxon_pvalue",
+    "wilcoxon_floor",
+    "test_fraction",
+    "n",
+    "diffs",
+    "verdict",
+)
+
+
 def details(
     results: Mapping[str, Mapping[str, Any]],
-    paired: Mapping[str, Any],
+    compared: Mapping[str, Mapping[str, Any]],
     twins: Mapping[str, Any],
     protocol: str,
 ) -> dict[str, Any]:
     """evaluate's details.json: every model's scores on the same folds (per fold, per class,
-    size and latency), the paired test, leakage."""
+    size and latency), the paired comparisons (``pruned_vs_cnn``, ``pruned_vs_random``, ...),
+    leakage."""
     metrics: dict[str, Any] = {
         key: {
             "acc_mean": r["acc_mean"],
@@ -168,24 +239,14 @@ def details(
             "recall": r["recall"],
             **{
                 k: r[k]
-                for k in ("n_params", "ms_per_image", "weights", "neurons_removed")
+                for k in ("n_params", "ms_per_image", "weights", "neurons_removed", "by_repeat")
                 if k in r
             },
         }
         for key, r in results.items()
     }
-    metrics["pruned_vs_cnn"] = {
-        k: paired[k]
-        for k in (
-            "mean_diff",
-            "corrected_pvalue",
-            "t_pvalue",
-            "wilcoxon_pvalue",
-            "wilcoxon_floor",
-            "test_fraction",
-            "n",
-        )
-    }
+    for key, c in compared.items():
+        metrics[f"pruned_{key}"] = {k: c[k] for k in COMPARISON_KEYS}
     metrics["duplicate_twins"] = twins["total"]
     metrics["protocol"] = protocol
     return metrics
@@ -195,7 +256,7 @@ def mlflow_metrics(
     results: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, Any]
 ) -> dict[str, float]:
     """The flat ``<model>/<metric>`` numbers evaluate's MLflow run carries (``metrics``:
-    ``details``')."""
+    ``details``'), and ``pruned_vs_<model>/<statistic>`` for each paired comparison."""
     out: dict[str, float] = {}
     for key, r in results.items():
         out.update(
@@ -205,10 +266,12 @@ def mlflow_metrics(
             }
         )
         out.update({f"{key}/{k}": float(r[k]) for k in ("n_params", "ms_per_image") if k in r})
-    diff = metrics["pruned_vs_cnn"]
-    out["pruned_vs_cnn/mean_diff"] = diff["mean_diff"]
-    for k in ("corrected_pvalue", "t_pvalue", "wilcoxon_pvalue"):
-        if diff[k] is not None:
-            out[f"pruned_vs_cnn/{k}"] = diff[k]
+        for rep, m in r.get("by_repeat", {}).items():
+            out.update({f"repeat{rep}/{key}/{k}": m[k] for k in ("acc_mean", "f1_mean")})
+    for name, c in metrics.items():
+        if name.startswith("pruned_vs_"):
+            for k in ("mean_diff", "corrected_pvalue", "t_pvalue", "wilcoxon_pvalue"):
+                if c[k] is not None:
+                    out[f"{name}/{k}"] = c[k]
     out["duplicate_twins"] = metrics["duplicate_twins"]
     return out

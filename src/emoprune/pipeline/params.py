@@ -35,6 +35,7 @@ from emoprune.choices import (
     PRUNE_THRESHOLD_RANGE,
     Activation,
     Arch,
+    Baseline,
     Complementary,
     Device,
     GroupBy,
@@ -113,8 +114,16 @@ class DataParams(Section):
 
 class CVParams(Section):
     folds: Int = Field(5, ge=2)
+    # Repeated stratified K-fold: repeat r reshuffles the folds with seed ``seed + r``, so
+    # repeat 0 is the plain K-fold; R * folds splits in all (split id r * folds + fold).
+    repeats: Int = Field(1, ge=1)
     seed: Int = 42
     group_by: GroupBy = "none"
+
+    @property
+    def n_splits(self) -> int:
+        """How many train/validation splits the training stages run: repeats * folds."""
+        return self.repeats * self.folds
 
 
 class ResizeParams(Section):
@@ -176,6 +185,8 @@ class PruneParams(Section):
     complementary: Complementary = "remove_both"
     start_epoch: Int = Field(10, ge=1)
     every: Int = Field(1, ge=1)
+    # Equal-size controls: the same counts removed at the same epochs, chosen otherwise.
+    baselines: tuple[Baseline, ...] = ("random", "magnitude")
 
 
 class FinetuneParams(Section):
@@ -188,7 +199,7 @@ class FinetuneParams(Section):
     )
     weights: Weights = "auto"  # imagenet (cached file required) | none (random init) | auto
     freeze_backbone: Bool = False
-    # How many of the manifest's folds (from fold 0), or "all".
+    # How many of the manifest's splits (from split 0: repeat 0's folds first), or "all".
     folds: Annotated[Int, Field(ge=1)] | Literal["all"] = Field(
         1, json_schema_extra=_rule("be 'all' or a count >= 1")
     )
@@ -233,9 +244,17 @@ class Params(Section):
                 f"be a multiple of cnn.checkpoint_every ({self.cnn.checkpoint_every})",
                 start,
             )
-        folds = self.finetune.folds
-        if isinstance(folds, int) and folds > self.cv.folds:
-            raise _cross("finetune.folds", f"be 'all' or <= cv.folds ({self.cv.folds})", folds)
+        if len(set(self.prune.baselines)) < len(self.prune.baselines):
+            raise _cross("prune.baselines", "name each baseline once", list(self.prune.baselines))
+        # finetune.folds counts splits (from split 0), and with repeats there are R * K of them.
+        folds, cv = self.finetune.folds, self.cv
+        if isinstance(folds, int) and folds > cv.n_splits:
+            bound = (
+                f"cv.folds ({cv.folds})"
+                if cv.repeats == 1
+                else f"cv.folds * cv.repeats ({cv.n_splits})"
+            )
+            raise _cross("finetune.folds", f"be 'all' or <= {bound}", folds)
         return self
 
     def section(self, name: str) -> dict[str, Any]:

@@ -32,7 +32,10 @@ SUMMARY = {
     "pruned/acc_std": "pruned.acc.std",
     "pruned/n_params": "pruned.n_params",
     "cnn/acc_mean": "cnn.acc.mean",
-    "pruned_vs_cnn/mean_diff": "pruned_vs_cnn.diff",
+    "random/acc_mean": "random.acc.mean",
+    "magnitude/acc_mean": "magnitude.acc.mean",
+    "pruned_vs_cnn/corrected_pvalue": "p_vs.cnn",
+    "pruned_vs_random/corrected_pvalue": "p_vs.random",
 }
 
 
@@ -203,7 +206,9 @@ def exp_metrics(shown: list, names: Sequence[str]) -> dict[str, dict[str, float]
                         for k, v in tracking.flatten(f.get("data") or {}).items()
                     }
                     found[r["name"]] = {
-                        name: float(flat[key]) for name, key in SUMMARY.items() if key in flat
+                        name: float(flat[key])
+                        for name, key in SUMMARY.items()
+                        if flat.get(key) is not None  # an undefined p-value is null
                     }
     return found
 

@@ -66,11 +66,15 @@ class ScheduledRemoval:
         self.log: list[dict[str, Any]] = []
 
     def __call__(self, stats: EpochStats, model: nn.Module) -> None:
-        for layer, n in sorted(self.schedule.get(stats.epoch, {}).items()):
+        self.remove_at(stats.epoch, model)
+
+    def remove_at(self, epoch: int, model: nn.Module) -> None:
+        """Remove what the schedule says goes after ``epoch`` (nothing if it says nothing)."""
+        for layer, n in sorted(self.schedule.get(epoch, {}).items()):
             # Its own generator per (seed, epoch): torch's RNG, and so the batches, stay as they
             # are in the distinctiveness run.
-            rng = np.random.default_rng([self.seed, stats.epoch])
+            rng = np.random.default_rng([self.seed, epoch])
             idx = choose(self.kind, model, layer, self.mask.alive(layer), n, rng)
             self.mask.add(layer, idx.tolist())
-            self.log.append({"epoch": stats.epoch, "layer": layer, "removed": idx.tolist()})
+            self.log.append({"epoch": epoch, "layer": layer, "removed": idx.tolist()})
         self.mask.apply()
