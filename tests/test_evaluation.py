@@ -493,3 +493,12 @@ def test_repeated_k_fold_is_reported_per_repeat_and_tested_with_k_fold_correctio
         v["acc_by_fold"] = {k: a for k, a in v["acc_by_fold"].items() if k < 2}
     add_repeats(one, n_folds=2)
     assert "by_repeat" not in one["cnn"]  # one repeat: nothing per repeat to add
+
+
+def test_the_wilcoxon_floor_counts_only_folds_that_differ():
+    a = {k: 0.3 for k in range(5)}
+    b = {0: 0.32, 1: 0.3, 2: 0.33, 3: 0.31, 4: 0.35}  # fold 1 ties: 4 non-zero differences
+    r = paired_comparison(a, b, "CNN", "pruned CNN")
+    assert r["wilcoxon_floor"] == 0.125
+    text = " ".join(which_test(r))
+    assert "With 5 folds (4 with a non-zero difference)" in text and "0.125" in text

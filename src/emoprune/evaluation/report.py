@@ -189,8 +189,10 @@ def which_test(paired: Mapping[str, Any]) -> list[str]:
         "and the Wilcoxon test are shown for reference only."
     ]
     if floor >= ALPHA:
+        nonzero = sum(1 for d in paired.get("diffs", {}).values() if d != 0)
+        which = f"{n} folds" + (f" ({nonzero} with a non-zero difference)" if nonzero < n else "")
         lines.append(
-            f"With {n} folds the Wilcoxon signed-rank test cannot reach p < {ALPHA}: its "
+            f"With {which} the Wilcoxon signed-rank test cannot reach p < {ALPHA}: its "
             f"smallest possible p, every fold differing the same way, is {floor:.4g}. A "
             "Wilcoxon p above the bar here says nothing either way; more folds or repeats "
             "(cv.folds, cv.repeats) would let it speak."

@@ -94,6 +94,12 @@ def collect(
     results["pruned"].update(timed["pruned"])
     for key in ("pruned", *controls):
         results[key]["neurons_removed"] = neurons_removed(trained_by[key], timed["widths"])
+    # The unpruned CNN in the same terms, so the report's table reads "512 of 512".
+    n_folds = len(results["cnn"]["folds"])
+    results["cnn"]["neurons_removed"] = {
+        layer: {"mean": 0, "of": width, "per_fold": [0] * n_folds}
+        for layer, width in timed["widths"].items()
+    }
     for kind in controls:  # as large as the pruned CNN, fold by fold: not timed again
         results[kind]["n_params"] = trained_by[kind]["params_shrunk"]["mean"]
     for arch, m in resnet.items():
