@@ -13,10 +13,11 @@ PORT ?= 5000
 E2E ?= default full
 HOST ?= 127.0.0.1
 
-.PHONY: help venv sample data repro test lint ui plots bench bench-smoke clean
+.PHONY: help venv sample data repro weights test lint ui plots bench bench-smoke clean
 
 help:
 	@echo "make repro        set up .venv, generate the sample into data/raw if absent, dvc repro"
+	@echo "make weights      fetch the ImageNet weights of finetune.archs into models/pretrained"
 	@echo "make test         set up .venv, run the test suite"
 	@echo "make lint         ruff check + ruff format --check"
 	@echo "make ui           MLflow UI on http://$(HOST):$(PORT) (PORT=..., HOST=...)"
@@ -49,6 +50,11 @@ data: sample
 
 repro: data
 	dvc repro
+
+# The pretrained stage alone, forced: fetches what is missing (online), keeps what is there. The
+# next `dvc repro` reruns finetune_resnet on the new files; `dvc push` shares them.
+weights: $(STAMP)
+	dvc repro --force --single-item pretrained
 
 test: $(STAMP)
 	$(PY) -m pytest

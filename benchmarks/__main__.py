@@ -26,6 +26,8 @@ TARGETS = (
     (r"fit_images_per_s", "ratio", ">=", 0.9),
     (r"distinctiveness_check_.*", "ratio", ">=", 100.0),
     (r"check_vs_training_epoch", "ratio", "<", 0.02),
+    (r"frozen_resnet18_cached_epoch_s", "ratio", ">=", 20.0),
+    (r"frozen_resnet18_head_max_abs_diff", "value", "<", 1e-4),
     (r"dvc_repro_default_sample", "value", "<", 300.0),
     (r"dvc_repro_full_size_675", "value", "<", 1800.0),
     (r"exp_run_threshold_20_full_size_675", "ratio", "<", 0.25),

@@ -1,7 +1,8 @@
 """finetune_resnet: torchvision's ResNet18/34/50 fine-tuned on the manifest's folds, offline-safe.
 
-The weights actually used (ImageNet from the local torch cache, or random init) are tagged on the
-run and written in the metrics, so nobody mistakes a from-scratch ResNet for transfer learning.
+The weights actually used (ImageNet from the DVC-tracked models/pretrained/, or random init) are
+tagged on the run and written in the metrics with the file's SHA-256, so nobody mistakes a
+from-scratch ResNet for transfer learning.
 """
 
 import mlflow
@@ -10,7 +11,7 @@ import torch
 
 from emoprune.data.arrays import load_images
 from emoprune.models.cnn import count_parameters
-from emoprune.models.resnet import prepare_inputs
+from emoprune.models.resnet import PRETRAINED_DIR, placed_weights, prepare_inputs
 from emoprune.pipeline import reports
 from emoprune.pipeline.logged_cv import cross_validate_logged
 from emoprune.pipeline.outputs import atomic_path
@@ -33,21 +34,21 @@ def main(p: Params) -> None:
             cv = cross_validate_logged(
                 p,
                 lambda fold, arch=arch: finetune_resnet_fold(
-                    f, arch, x, y, folds.split(fold.k), fold
+                    f, arch, x, y, folds.split(fold.k), fold, weights_dirs=[PRETRAINED_DIR]
                 ),
                 tmp / arch,
                 model_name=arch + "_fold{k}",
                 fold_ids=fold_ids,
                 prefix=arch + "/",
             )
-            weights, n_params = cv.last.notes["weights"], count_parameters(cv.last.model)
+            weights, net = cv.last.notes["weights"], cv.last.network
+            file = placed_weights(PRETRAINED_DIR).get(arch) if weights == "imagenet" else None
             details[arch] = cv.summary(
-                folds=fold_ids,
-                weights=weights,
-                epochs=f.epochs,
-                pretrained=weights == "imagenet",
-                n_params=n_params,
-            )
+                folds=fold_ids, weights=weights, weights_file=file, epochs=f.epochs,
+                pretrained=weights == "imagenet", n_params=(n_params := count_parameters(net)),
+            )  # fmt: skip
+            if file:
+                mlflow.set_tag(f"{arch}.weights_sha256", file["sha256"])
             metrics.update(reports.headline(arch, details[arch], n_params))
             title = f"{arch} ({weights} init)"
             reports.write_training_reports(
@@ -61,7 +62,7 @@ def main(p: Params) -> None:
     if used != "imagenet":
         print(
             f"warning: [finetune_resnet] weights={used}: NOT ImageNet transfer learning "
-            f"(no cached IMAGENET1K_V1 file; see finetune.weights in the README)"
+            f"(no IMAGENET1K_V1 file in {PRETRAINED_DIR}/; `make weights` fetches it)"
         )
 
 

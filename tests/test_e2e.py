@@ -12,6 +12,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import torch
+import torchvision
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -497,3 +499,41 @@ def test_an_unknown_key_in_params_yaml_stops_before_any_output_is_touched(pipeli
         assert "Traceback" not in out and _tree_digest(repo) == before
     finally:
         params.write_text(text)
+
+
+def test_cached_imagenet_weights_become_a_tracked_input_and_label_the_report(pipeline):
+    """A (test-made) IMAGENET1K_V1 file in torch's cache is copied into models/pretrained, which
+    finetune_resnet depends on. The workspace and the cache are put back afterwards."""
+    repo, _, _ = pipeline
+    model = torchvision.models.resnet18(weights=None)
+    cache = repo.parent / "torch-home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), cache / "resnet18-f37072fd.pth")
+    try:
+        _imagenet_experiment(repo, cache)
+    finally:
+        (cache / "resnet18-f37072fd.pth").unlink()
+        sh(repo, "git", "checkout", "--", ".")
+        sh(repo, "dvc", "checkout", "--force")
+
+
+def _imagenet_experiment(repo: Path, cache: Path) -> None:
+    proc = sh(repo, "dvc", "exp", "run", "-n", "imagenet", "-S", "finetune.weights=imagenet")
+    ran = {
+        line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")
+    }
+    assert ran == {"check_params", "pretrained", "finetune_resnet", "evaluate"}, proc.stdout
+    placed = repo / "models/pretrained/resnet18-f37072fd.pth"
+    assert placed.read_bytes() == (cache / placed.name).read_bytes()
+    lock = (repo / "dvc.lock").read_text()
+    assert "path: models/pretrained" in lock  # finetune_resnet's dep, pinned by its hash
+    r18 = json.loads((repo / "reports/finetune_resnet/details.json").read_text())["resnet18"]
+    assert r18["weights"] == "imagenet" and r18["pretrained"] is True
+    assert r18["weights_file"]["file"] == placed.name
+    report = (repo / "reports/evaluate/comparison.md").read_text()
+    assert "ResNet18 (ImageNet weights)" in report and "NOT transfer learning" not in report
+    assert "random init" not in proc.stdout + proc.stderr
+    # The file is in DVC's cache: a fresh checkout gets it back without the network.
+    placed.unlink()
+    sh(repo, "dvc", "checkout", "models/pretrained")
+    assert placed.is_file()

@@ -23,8 +23,13 @@ TINY_PARAMS = {
 
 
 def env_for(repo: Path, **extra: str) -> dict[str, str]:
-    # An empty torch cache: the result must not depend on the developer's downloaded weights.
-    return subprocess_env(TORCH_HOME=str(repo.parent / "torch-home"), **extra)
+    # An empty torch cache: the result must not depend on the developer's downloaded weights;
+    # and offline: the weights "mirror" is a loopback port nobody listens on (refused at once).
+    return subprocess_env(
+        TORCH_HOME=str(repo.parent / "torch-home"),
+        EMOPRUNE_WEIGHTS_MIRROR="http://127.0.0.1:9",
+        **extra,
+    )
 
 
 def run(repo: Path, *cmd: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:

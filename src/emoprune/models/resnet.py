@@ -4,10 +4,13 @@ The recipe is torchvision's transfer-learning tutorial: start from the ImageNet 
 weights, replace the final ``fc`` by a fresh ``n_classes`` layer, fine-tune every layer with SGD
 (lr 0.001, momentum 0.9) and decay the lr by 0.1 every 7 epochs, 25 epochs in all.
 
-Offline by design: torchvision is never allowed to download. The ImageNet weights are read only
-from torch's hub cache (``$TORCH_HOME/hub/checkpoints/<file>``), where torchvision itself would
-have cached them; a missing file is a one-line ``UserError`` that says what to put where
-(``weights="imagenet"``), or a fallback to random init (``weights="auto"``).
+Building a model never touches the network: ``build_resnet`` reads the ImageNet weights from
+the folders it is given (the pipeline's DVC-tracked ``models/pretrained/``; by default torch's
+hub cache, ``$TORCH_HOME/hub/checkpoints/<file>``), and a missing file is a one-line
+``UserError`` that says what to put where (``weights="imagenet"``), or random init
+(``weights="auto"``). Getting the file is ``place_weights``' job (the ``pretrained`` stage,
+``make weights``): from that folder, from torch's cache, or downloaded from torchvision's URL
+with torch's hash check, failing within seconds when offline.
 
 Models are returned in channels_last memory format, which lets the conv kernels (oneDNN on the
 CPU, cuDNN on the GPU) skip layout conversions; ``prepare_inputs`` produces matching inputs. A
@@ -16,7 +19,15 @@ contiguous NCHW input still gives the same result, just converted at the first c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +48,20 @@ def _check_arch(arch: str) -> None:
         raise ValueError(f"arch must be one of {list(ARCHS)}, got {arch!r}")
 
 
+# The pipeline's copy of the weights, tracked by DVC (an output of the pretrained stage).
+PRETRAINED_DIR = Path("models/pretrained")
+# A mirror of download.pytorch.org (same file names, so the same hash check), e.g. a proxy.
+MIRROR_ENV = "EMOPRUNE_WEIGHTS_MIRROR"
+DOWNLOAD_TIMEOUT_S = 15.0  # per socket operation: offline fails in seconds, not minutes
+
+
 def weights_url(arch: str) -> str:
-    """Download URL of torchvision's IMAGENET1K_V1 checkpoint for ``arch`` (for messages only)."""
+    """Download URL of torchvision's IMAGENET1K_V1 checkpoint for ``arch``, from torchvision's
+    weights API (on ``$EMOPRUNE_WEIGHTS_MIRROR`` instead of its host when that is set)."""
     _check_arch(arch)
-    return torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url
+    url = torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    return f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if mirror else url
 
 
 def weights_file(arch: str) -> str:
@@ -54,6 +75,110 @@ def torch_hub_checkpoints() -> Path:
     Read at call time, so a TORCH_HOME set after import (or by a test) is honoured.
     """
     return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    # torch.hub opens its URL without a timeout: an unroutable network would hang for minutes.
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def download_weights(arch: str, dest: Path, *, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Download ``arch``'s IMAGENET1K_V1 file into folder ``dest``; returns its path.
+
+    The same call torchvision's ``Weights.get_state_dict`` makes (``load_state_dict_from_url``
+    with ``check_hash``: the file's SHA-256 must start with the hex digits in its name, and the
+    file loads ``weights_only``), into a temporary folder first, so a failed or rejected download
+    leaves nothing behind. Any failure is a one-line ``UserError``.
+    """
+    url = weights_url(arch)
+    name = url.rsplit("/", 1)[-1]
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp:
+        try:
+            with _socket_timeout(timeout_s):
+                torch.hub.load_state_dict_from_url(
+                    url,
+                    model_dir=tmp,
+                    map_location="cpu",
+                    progress=True,
+                    check_hash=True,
+                    weights_only=True,
+                )
+        except (OSError, http.client.HTTPException) as exc:  # URLError, refused, timed out
+            reason = getattr(exc, "reason", exc)
+            raise UserError(
+                f"cannot download {url} ({reason}); this machine may be offline: put {name} "
+                f"in {dest}/ (or in {torch_hub_checkpoints()}/) and run again"
+            ) from None
+        except RuntimeError as exc:  # torch: "invalid hash value (expected ..., got ...)"
+            raise UserError(
+                f"{url}: the download failed torchvision's hash check "
+                f"({' '.join(str(exc).split())[:160]}); nothing was kept"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - torch.load's errors on a non-checkpoint
+            raise UserError(
+                f"{url}: the downloaded file is not a torch checkpoint ({type(exc).__name__}); "
+                "nothing was kept"
+            ) from None
+        os.replace(Path(tmp) / name, dest / name)
+    return dest / name
+
+
+def place_weights(
+    arch: str, dest: Path = PRETRAINED_DIR, *, download: bool = True
+) -> tuple[dict[str, str], str]:
+    """Make sure ``dest`` holds ``arch``'s IMAGENET1K_V1 file: kept if already there, else
+    copied from torch's hub cache, else downloaded (``download_weights``).
+
+    Returns ({"file", "sha256"}, how it got there); UserError when the file cannot be had. The
+    file is checked like a load (a state dict of ``arch``'s shapes), so a corrupt file never
+    gets tracked.
+    """
+    name = weights_file(arch)
+    path, cached = dest / name, torch_hub_checkpoints() / name
+    if path.is_file():
+        source = "kept (already in place)"
+    elif cached.is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dest, prefix=".copy-", delete=False) as tmp:
+            shutil.copyfile(cached, tmp.name)
+        os.replace(tmp.name, path)
+        source = "copied from the torch hub cache"
+    elif download:
+        download_weights(arch, dest)
+        source = f"downloaded from {weights_url(arch)}"
+    else:
+        raise UserError(f"{path}: missing, and downloading is off")
+    try:
+        _load_imagenet_state(getattr(torchvision.models, arch)(weights=None), arch, path)
+    except UserError:
+        path.unlink(missing_ok=True)  # never leave a bad file where the pipeline tracks it
+        raise
+    return {"file": name, "sha256": sha256_of(path)}, source
+
+
+def placed_weights(dest: Path = PRETRAINED_DIR) -> dict[str, dict[str, str]]:
+    """{arch: {"file", "sha256"}} of the files the pretrained stage placed in ``dest``
+    (its weights.json); {} when there is none."""
+    try:
+        index = json.loads((dest / "weights.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {arch: rec for arch, rec in index.get("archs", {}).items() if rec.get("file")}
 
 
 def _load_imagenet_state(model: nn.Module, arch: str, path: Path) -> None:
@@ -102,6 +227,7 @@ def build_resnet(
     weights: str = "auto",
     freeze_backbone: bool = False,
     channels_last: bool = True,
+    weights_dirs: Sequence[str | os.PathLike] | None = None,
 ) -> tuple[nn.Module, str]:
     """A torchvision ResNet with a new ``fc`` of ``n_classes`` outputs, on the CPU.
 
@@ -109,10 +235,18 @@ def build_resnet(
         arch: one of ``ARCHS``.
         weights: ``imagenet`` (the cached IMAGENET1K_V1 file, UserError if absent), ``auto``
             (that file if cached, else random init) or ``none`` (random init).
-        freeze_backbone: feature-extractor variant: only the new ``fc`` requires grad. (BatchNorm
-            running stats still update in train mode, as in torchvision's tutorial.) The default
-            fine-tunes every layer, as in the paper.
+        freeze_backbone: a fixed feature extractor: only the new ``fc`` requires grad and
+            trains; the backbone (everything but ``fc``) stays in eval mode even under
+            ``model.train()`` (a ``FrozenBackboneResNet``), so BatchNorm uses its stored
+            statistics and never updates them. Its features are then a function of the image
+            alone, which is what lets ``finetune_resnet_fold`` compute them once per fold
+            (``backbone_features``). Unlike torchvision's tutorial, whose frozen variant keeps
+            BN in train mode (batch statistics). The default fine-tunes every layer, as in the
+            paper.
         channels_last: return the model in channels_last memory format (see module docstring).
+        weights_dirs: the folders searched for the ImageNet file, in order (default: torch's hub
+            cache; the pipeline passes only its DVC-tracked ``models/pretrained``, so no
+            untracked file can decide a result). Nothing is ever downloaded here.
 
     Returns:
         (model, used) with ``used`` = ``"imagenet"`` or ``"random"``. The model maps
@@ -128,15 +262,17 @@ def build_resnet(
     model = getattr(torchvision.models, arch)(weights=None)
     used = "random"
     if weights != "none":
-        path = torch_hub_checkpoints() / weights_file(arch)
-        if path.is_file():
-            _load_imagenet_state(model, arch, path)
+        dirs = [Path(d) for d in weights_dirs] if weights_dirs is not None else []
+        dirs = dirs or [torch_hub_checkpoints()]
+        found = [d / weights_file(arch) for d in dirs if (d / weights_file(arch)).is_file()]
+        if found:
+            _load_imagenet_state(model, arch, found[0])
             used = "imagenet"
         elif weights == "imagenet":
             raise UserError(
-                f"finetune.weights=imagenet: place {path.name} in {path.parent}/ (or set "
-                f"TORCH_HOME; get it from {weights_url(arch)}); this machine may be offline, "
-                f"so nothing is downloaded"
+                f"finetune.weights=imagenet: {weights_file(arch)} is not in "
+                f"{', '.join(f'{d}/' for d in dirs)}; `make weights` downloads it there (or "
+                f"copy {weights_url(arch)} there yourself)"
             )
 
     # After loading: the ImageNet checkpoint has a 1000-way fc that the strict load expects.
@@ -144,6 +280,10 @@ def build_resnet(
     if freeze_backbone:
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith("fc."))
+        # A fixed extractor: BN in eval mode for good (stored statistics, no running-stat
+        # updates), so a cached feature equals a recomputed one. Same modules and state_dict.
+        model.__class__ = FrozenBackboneResNet
+        model.train()  # fc in train mode (a fresh module's default), the backbone in eval
     if channels_last:
         to_channels_last(model)
     return model, used
@@ -190,3 +330,89 @@ def make_optimizer_and_scheduler(
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     return optimizer, scheduler
+
+
+# --------------------------------------------------------------------------- fixed extractor
+
+
+class FrozenBackboneResNet(torchvision.models.ResNet):
+    """The class of ``build_resnet(..., freeze_backbone=True)``'s models: a fixed extractor.
+
+    The same modules and state_dict keys as the plain ResNet (a checkpoint loads into either);
+    only ``train()`` differs: it puts ``fc`` in the requested mode and keeps every other child
+    (the backbone) in eval mode, so BatchNorm normalises with its stored statistics and never
+    updates them. The backbone's output is therefore a function of the image alone, not of the
+    batch it came in, and computing it once (``backbone_features``) is exact. (torchvision's
+    tutorial leaves BN in train mode, which is no fixed extractor: its features depend on the
+    batch and its running statistics drift.)
+    """
+
+    def train(self, mode: bool = True) -> FrozenBackboneResNet:
+        super().train(mode)
+        for name, child in self.named_children():
+            if name != "fc":
+                child.eval()
+        return self
+
+
+def resnet_head(model: nn.Module) -> nn.Linear:
+    """The classifier ``fc`` of a ``build_resnet`` model: the same module, not a copy.
+
+    It maps backbone features (N, in_features) float32 to logits (N, n_classes); in eval mode
+    ``resnet_head(m)(backbone_features(m, x))`` equals ``m(x)``. Training it trains ``m``'s head
+    in place, so ``m`` is then the full network with the trained head.
+    """
+    return model.fc
+
+
+def _backbone_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``ResNet._forward_impl`` up to (not including) ``fc``: (N, 3, H, W) ->
+    (N, fc.in_features)."""
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+    return torch.flatten(model.avgpool(x), 1)
+
+
+def backbone_features(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    index: np.ndarray | torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+    chunk: int = 64,
+) -> torch.Tensor:
+    """The backbone's output (what ``fc`` sees) for ImageNet-normalised images.
+
+    Args:
+        model: a ResNet from ``build_resnet`` (frozen or not). Moved to ``device`` in place (as
+            ``fit`` does) and run in eval mode under ``torch.inference_mode``; its previous mode
+            is restored afterwards.
+        x: (N, 3, H, W) float32 (H, W >= 32), on any device.
+        index: the rows of ``x`` to use, in that order (default: all); gathered ``chunk`` rows at
+            a time, so ``x`` is never copied whole.
+        device: where the forward passes run.
+        chunk: images per forward pass: bounds the activations' memory.
+
+    Returns:
+        (len(index) or N, ``model.fc.in_features``) float32 on the CPU: an ordinary tensor (not
+        an inference tensor), so a head can be trained on it.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected (N, 3, H, W) inputs, got {tuple(x.shape)}")
+    rows = None if index is None else torch.from_numpy(np.array(index, dtype=np.int64))
+    n = len(x) if rows is None else len(rows)
+    device = torch.device(device)
+    out = torch.empty((n, model.fc.in_features), dtype=torch.float32)
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, chunk):
+                part = x[start : start + chunk] if rows is None else x[rows[start : start + chunk]]
+                features = _backbone_forward(model, part.to(device))
+                out[start : start + chunk].copy_(features.float())
+    finally:
+        model.train(was_training)
+    return out

@@ -497,8 +497,8 @@ def fold_model_logger(name: str):
     the signature's example."""
 
     def log(k: int, fit: Any) -> None:
-        model = fit.export if fit.export is not None else fit.model
-        log_model(model, fit.val[0][:2], name.format(k=k))
+        example = fit.example if fit.example is not None else fit.val[0][:2]
+        log_model(fit.network, example, name.format(k=k))
 
     return log
 

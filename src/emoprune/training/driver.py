@@ -48,7 +48,8 @@ class FoldFit:
 
     ``train``/``val`` are (inputs (N, ...), labels (N,)) tensors; ``metrics`` are extra per-fold
     numbers for metrics.json; ``notes`` are facts that are not numbers (e.g. the weights used);
-    ``export`` is the model to log (default: ``model``).
+    ``export`` is the model to log (default: ``model``) and ``example`` a couple of its inputs
+    for the logged signature (default: the first two of ``val``).
     """
 
     model: nn.Module
@@ -58,6 +59,12 @@ class FoldFit:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     notes: Mapping[str, Any] = field(default_factory=dict)
     export: nn.Module | None = None
+    example: torch.Tensor | None = None  # inputs of ``network``, when ``val``'s are not
+
+    @property
+    def network(self) -> nn.Module:
+        """The model as it is logged and used: ``export`` if set, else ``model``."""
+        return self.export if self.export is not None else self.model
 
 
 @dataclass

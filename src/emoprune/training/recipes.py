@@ -7,7 +7,9 @@ callbacks); it returns the ``FoldFit`` that the cross-validation driver scores.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,12 @@ import torch
 from emoprune.features.pca import fit_descriptor_pca
 from emoprune.models.cnn import CNN
 from emoprune.models.mlp import mlp
-from emoprune.models.resnet import build_resnet, make_optimizer_and_scheduler
+from emoprune.models.resnet import (
+    backbone_features,
+    build_resnet,
+    make_optimizer_and_scheduler,
+    resnet_head,
+)
 from emoprune.training import checkpoints as ckpt
 from emoprune.training.crossval import FoldTensors
 from emoprune.training.driver import FoldContext, FoldFit
@@ -127,14 +134,23 @@ def finetune_resnet_fold(
     y: torch.Tensor,
     split: tuple[np.ndarray, np.ndarray],
     fold: FoldContext,
+    weights_dirs: Sequence[str | Path] | None = None,
 ) -> FoldFit:
     """torchvision's transfer-learning recipe (``cfg``: the finetune section) for ``arch``.
 
+    ``weights_dirs``: where ``build_resnet`` looks for the ImageNet file (the pipeline: only
+    its DVC-tracked ``models/pretrained``).
+
     ``x`` (N, 3, S, S) ImageNet-normalised, ``y`` (N,). The weights actually used (``imagenet``
-    or ``random``) are the fit's ``notes["weights"]``.
+    or ``random``) are the fit's ``notes["weights"]``. ``cfg.freeze_backbone``: see
+    ``_fit_frozen_head`` (the fit's ``model`` is then the head, ``export`` the full network).
     """
     train, val = split
-    model, weights = build_resnet(arch, len(fold.classes), cfg.weights, cfg.freeze_backbone)
+    model, weights = build_resnet(
+        arch, len(fold.classes), cfg.weights, cfg.freeze_backbone, weights_dirs=weights_dirs
+    )
+    if cfg.freeze_backbone:
+        return _fit_frozen_head(cfg, arch, model, weights, x, y, split, fold)
     opt, sched = make_optimizer_and_scheduler(
         model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
     )
@@ -151,6 +167,70 @@ def finetune_resnet_fold(
         desc=f"{arch} fold {fold.k}",
         callbacks=fold.callbacks,
     )
+    _save_resnet(model, arch, weights, fold)
+    return FoldFit(
+        model, history, (x[train], y[train]), (x[val], y[val]), notes={"weights": weights}
+    )
+
+
+def _fit_frozen_head(
+    cfg: Any,
+    arch: str,
+    model: torch.nn.Module,
+    weights: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    split: tuple[np.ndarray, np.ndarray],
+    fold: FoldContext,
+) -> FoldFit:
+    """``freeze_backbone``: the fold's backbone (ImageNet or this fold's seeded random init) is
+    a fixed extractor (BN in eval mode, see ``build_resnet``), so each image's features are
+    computed once and only ``fc`` trains on them, by the same recipe as the full model would
+    (optimizer, scheduler, epochs, batches, seed, callbacks). Exact because this recipe does not
+    augment: an augmented image would need fresh features every epoch.
+
+    The FoldFit's ``model`` is the head and ``train``/``val`` are features (N, in_features), so
+    the driver scores the same probabilities the full network gives on the images without
+    rerunning the backbone; ``export`` is the full network (trained head in place) and the
+    checkpoint holds its state_dict, as the fine-tuned path's does.
+    """
+    train, val = split
+    head = resnet_head(model)
+    start = time.perf_counter()
+    f_train = backbone_features(model, x, index=train, device=fold.device)
+    f_val = backbone_features(model, x, index=val, device=fold.device)
+    extract_s = time.perf_counter() - start  # the one-off cost the epochs no longer pay
+    opt, sched = make_optimizer_and_scheduler(
+        head, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
+    )
+    history = fit(
+        head,
+        (f_train, y[train]),
+        (f_val, y[val]),
+        optimizer=opt,
+        scheduler=sched,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        device=fold.device,
+        seed=fold.seed,
+        desc=f"{arch} (frozen) fold {fold.k}",
+        callbacks=fold.callbacks,
+    )
+    _save_resnet(model, arch, weights, fold)
+    return FoldFit(
+        head,
+        history,
+        (f_train, y[train]),
+        (f_val, y[val]),
+        {"feature_seconds": extract_s},
+        notes={"weights": weights},
+        export=model,
+        example=x[val[:2]],
+    )
+
+
+def _save_resnet(model: torch.nn.Module, arch: str, weights: str, fold: FoldContext) -> None:
+    """``fold<k>.pt``: the full network's state_dict (what predict and evaluate load)."""
     ckpt.save_checkpoint(
         fold.out / f"fold{fold.k}.pt",
         state_dict=model.state_dict(),
@@ -161,7 +241,4 @@ def finetune_resnet_fold(
             "n_classes": len(fold.classes),
             "classes": list(fold.classes),
         },
-    )
-    return FoldFit(
-        model, history, (x[train], y[train]), (x[val], y[val]), notes={"weights": weights}
     )
