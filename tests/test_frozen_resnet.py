@@ -59,11 +59,11 @@ def _context(tmp_path, seed: int = SEED, callbacks=()) -> FoldContext:
     return FoldContext(0, seed, torch.device("cpu"), CLASSES, tmp_path, tuple(callbacks))
 
 
-def _reference(cfg, x, y, seed: int = SEED) -> tuple[nn.Module, list]:
-    """Today's frozen path, made a fixed extractor: the whole network runs every epoch (its
-    backbone in eval mode), seeded as the driver seeds a fold."""
+def _reference(cfg, x, y, seed: int = SEED, frozen: bool = True) -> tuple[nn.Module, list]:
+    """The whole network trained every epoch by hand, seeded as the driver seeds a fold: with
+    ``frozen``, today's frozen path made a fixed extractor (its backbone in eval mode)."""
     seed_everything(seed)
-    model, _ = build_resnet("resnet18", 7, "none", freeze_backbone=True)
+    model, _ = build_resnet("resnet18", 7, "none", freeze_backbone=frozen)
     opt, sched = make_optimizer_and_scheduler(
         model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
     )
@@ -244,24 +244,8 @@ def test_fine_tuning_path_is_unchanged(data, tmp_path):
     assert ours.export is None and ours.example is None
     assert torch.equal(ours.train[0], x[TRAIN]) and torch.equal(ours.val[0], x[VAL])
 
-    seed_everything(SEED)
-    model, _ = build_resnet("resnet18", 7, "none")
+    model, history = _reference(cfg, x, y, frozen=False)
     assert not isinstance(model, FrozenBackboneResNet)
-    opt, sched = make_optimizer_and_scheduler(
-        model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
-    )
-    history = fit(
-        model,
-        (x[TRAIN], y[TRAIN]),
-        (x[VAL], y[VAL]),
-        optimizer=opt,
-        scheduler=sched,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        device="cpu",
-        seed=SEED,
-        progress=False,
-    )
     got, want = ours.model.state_dict(), model.state_dict()
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
     assert [h.train_loss for h in ours.history] == [h.train_loss for h in history]

@@ -142,90 +142,52 @@ def finetune_resnet_fold(
     its DVC-tracked ``models/pretrained``).
 
     ``x`` (N, 3, S, S) ImageNet-normalised, ``y`` (N,). The weights actually used (``imagenet``
-    or ``random``) are the fit's ``notes["weights"]``. ``cfg.freeze_backbone``: see
-    ``_fit_frozen_head`` (the fit's ``model`` is then the head, ``export`` the full network).
+    or ``random``) are the fit's ``notes["weights"]``. With ``cfg.freeze_backbone`` the fit's
+    ``model`` is the head, its ``train``/``val`` the features (N, in_features), ``export`` the
+    full network; ``fold<k>.pt`` holds the full network either way.
     """
     train, val = split
     model, weights = build_resnet(
         arch, len(fold.classes), cfg.weights, cfg.freeze_backbone, weights_dirs=weights_dirs
     )
+    # freeze_backbone: the backbone (ImageNet or this fold's seeded random init) is a fixed
+    # extractor (BN in eval mode, see build_resnet), so each image's features are computed once
+    # and only fc trains on them, by the same recipe. Exact because this recipe does not augment
+    # (an augmented image would need fresh features every epoch). The driver then scores the
+    # head on the features: the probabilities the full network gives on the images.
+    trained, inputs, extra = model, x, {}
     if cfg.freeze_backbone:
-        return _fit_frozen_head(cfg, arch, model, weights, x, y, split, fold)
+        start = time.perf_counter()
+        inputs = torch.zeros((len(x), model.fc.in_features))
+        inputs[train] = backbone_features(model, x, index=train, device=fold.device)
+        inputs[val] = backbone_features(model, x, index=val, device=fold.device)
+        trained, extra = resnet_head(model), {"feature_seconds": time.perf_counter() - start}
     opt, sched = make_optimizer_and_scheduler(
-        model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
+        trained, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
     )
     history = fit(
-        model,
-        (x[train], y[train]),
-        (x[val], y[val]),
+        trained,
+        (inputs[train], y[train]),
+        (inputs[val], y[val]),
         optimizer=opt,
         scheduler=sched,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         device=fold.device,
         seed=fold.seed,
-        desc=f"{arch} fold {fold.k}",
+        desc=f"{arch}{' (frozen)' if cfg.freeze_backbone else ''} fold {fold.k}",
         callbacks=fold.callbacks,
     )
-    _save_resnet(model, arch, weights, fold)
+    _save_resnet(model, arch, weights, fold)  # the whole network, also when only fc trained
     return FoldFit(
-        model, history, (x[train], y[train]), (x[val], y[val]), notes={"weights": weights}
-    )
-
-
-def _fit_frozen_head(
-    cfg: Any,
-    arch: str,
-    model: torch.nn.Module,
-    weights: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    split: tuple[np.ndarray, np.ndarray],
-    fold: FoldContext,
-) -> FoldFit:
-    """``freeze_backbone``: the fold's backbone (ImageNet or this fold's seeded random init) is
-    a fixed extractor (BN in eval mode, see ``build_resnet``), so each image's features are
-    computed once and only ``fc`` trains on them, by the same recipe as the full model would
-    (optimizer, scheduler, epochs, batches, seed, callbacks). Exact because this recipe does not
-    augment: an augmented image would need fresh features every epoch.
-
-    The FoldFit's ``model`` is the head and ``train``/``val`` are features (N, in_features), so
-    the driver scores the same probabilities the full network gives on the images without
-    rerunning the backbone; ``export`` is the full network (trained head in place) and the
-    checkpoint holds its state_dict, as the fine-tuned path's does.
-    """
-    train, val = split
-    head = resnet_head(model)
-    start = time.perf_counter()
-    f_train = backbone_features(model, x, index=train, device=fold.device)
-    f_val = backbone_features(model, x, index=val, device=fold.device)
-    extract_s = time.perf_counter() - start  # the one-off cost the epochs no longer pay
-    opt, sched = make_optimizer_and_scheduler(
-        head, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
-    )
-    history = fit(
-        head,
-        (f_train, y[train]),
-        (f_val, y[val]),
-        optimizer=opt,
-        scheduler=sched,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        device=fold.device,
-        seed=fold.seed,
-        desc=f"{arch} (frozen) fold {fold.k}",
-        callbacks=fold.callbacks,
-    )
-    _save_resnet(model, arch, weights, fold)
-    return FoldFit(
-        head,
+        trained,
         history,
-        (f_train, y[train]),
-        (f_val, y[val]),
-        {"feature_seconds": extract_s},
+        (inputs[train], y[train]),
+        (inputs[val], y[val]),
+        extra,
         notes={"weights": weights},
-        export=model,
-        example=x[val[:2]],
+        export=model if cfg.freeze_backbone else None,
+        example=x[val[:2]] if cfg.freeze_backbone else None,
     )
 
 
