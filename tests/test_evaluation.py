@@ -422,7 +422,11 @@ def test_the_controls_share_one_table_with_the_cnn_and_each_comparison_has_a_ver
     compared = comparisons(r, test_fraction=1.0)
     assert list(compared) == ["vs_cnn", "vs_random", "vs_magnitude"]
     assert compared["vs_random"]["mean_diff"] == pytest.approx(0.065)  # pruned minus random
-    assert compared["vs_magnitude"]["name_a"] == "CNN + magnitude removal (equal size)"
+    assert compared["vs_magnitude"]["name_a"] == "magnitude-removal control"
+    assert (
+        "the pruned CNN's accuracy differs from the random-removal control's"
+        in (compared["vs_random"]["verdict"])
+    )
     md = comparison_markdown(
         r,
         protocol="none",

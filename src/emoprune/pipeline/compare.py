@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from emoprune.errors import UserError
-from emoprune.evaluation.report import COMPARISONS, MODEL_NAMES
+from emoprune.evaluation.report import COMPARISONS
 from emoprune.evaluation.scores import (
     confusion_rows,
     fold_scores,
@@ -141,6 +141,15 @@ def neurons_removed(details: Mapping[str, Any], widths: Mapping[str, int]) -> di
     }
 
 
+# How a verdict sentence names each model ("the pruned CNN's accuracy differs from the ...").
+VERDICT_NAMES = {
+    "cnn": "CNN",
+    "pruned": "pruned CNN",
+    "random": "random-removal control",
+    "magnitude": "magnitude-removal control",
+}
+
+
 def comparisons(
     results: Mapping[str, Mapping[str, Any]], test_fraction: float
 ) -> dict[str, dict[str, Any]]:
@@ -151,8 +160,8 @@ def comparisons(
         key: paired_comparison(
             results[a]["acc_by_fold"],
             results[b]["acc_by_fold"],
-            MODEL_NAMES[a],
-            MODEL_NAMES[b],
+            VERDICT_NAMES[a],
+            VERDICT_NAMES[b],
             test_fraction=test_fraction,
         )
         for key, (a, b) in COMPARISONS.items()
