@@ -10,7 +10,7 @@ from emoprune.pipeline.outputs import atomic_path, write_json
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
 from emoprune.pruning.baselines import schedule_from_log
-from emoprune.pruning.resume import control_fold, prune_fold
+from emoprune.pruning.resume import control_fold, prune_fold, save_pruned
 from emoprune.training import checkpoints as ckpt
 from emoprune.training.crossval import fold_tensors, load_folds
 
@@ -25,8 +25,7 @@ def main(p: Params) -> None:
         model, meta, adam_state = ckpt.load_resumable(CNN_DIR, fold.k, q.start_epoch)
         data = fold_tensors(images, folds, fold.k)
         fit = prune_fold(q, p.cnn, model, adam_state, data, fold, log=tracking.log_metrics)
-        pruned = {**meta, "epoch": p.cnn.epochs, "pruned": fit.notes["mask"].state()}
-        ckpt.save_cnn(ckpt.checkpoint_path(fold.out, fold.k), fit.model, **pruned)
+        save_pruned(fit, meta, p.cnn.epochs, fold)
         pruners.append(fit.notes["pruner"])
         return fit
 

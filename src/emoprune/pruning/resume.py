@@ -216,7 +216,13 @@ def control_fold(
     else:
         model, meta, adam_state = ckpt.load_cnn_checkpoint(ckpt.checkpoint_path(cnn_dir, fold.k))
     fit = baseline_fold(kind, schedule, prune.layers, cnn, model, adam_state, at, data, fold)
-    fold.out.mkdir(parents=True, exist_ok=True)
-    state = {**meta, "epoch": cnn.epochs, "pruned": fit.notes["mask"].state()}
-    ckpt.save_cnn(ckpt.checkpoint_path(fold.out, fold.k), fit.model, **state)
+    save_pruned(fit, meta, cnn.epochs, fold)
     return fit
+
+
+def save_pruned(fit: FoldFit, meta: dict, epochs: int, fold: FoldContext) -> None:
+    """``fold.out/fold<k>.pt``: a pruned fold's masked network at ``epochs`` with its mask
+    (``fit.notes["mask"]``) in the meta, for evaluate and predict to shrink it again."""
+    fold.out.mkdir(parents=True, exist_ok=True)
+    state = {**meta, "epoch": epochs, "pruned": fit.notes["mask"].state()}
+    ckpt.save_cnn(ckpt.checkpoint_path(fold.out, fold.k), fit.model, **state)
