@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-MODULES = ("bench_features", "bench_training", "bench_pruning")
+MODULES = ("bench_features", "bench_training", "bench_pruning", "bench_tracking")
 # The targets: (row name pattern, field compared, operator, bound). A smoke run checks none.
 TARGETS = (
     (r"(lpq|phog)_\d+x\d+_fast", "ratio", ">=", 3.0),
