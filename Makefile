@@ -65,6 +65,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINTED)
 
 ui: $(STAMP)
+	@# A copied or moved project's store is first pointed at this folder's mlartifacts.
+	@$(PY) -c "from emoprune.pipeline.tracking import prepare_ui; \
+		print('MLflow UI, the training runs:', prepare_ui('http://$(HOST):$(PORT)'))"
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
 		--default-artifact-root "$(CURDIR)/mlartifacts" --host $(HOST) --port $(PORT)
 

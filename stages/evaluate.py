@@ -1,9 +1,7 @@
 """evaluate: every model scored on the same manifest folds, beside the paper's published figures.
 
-Logs the whole comparison (headline metrics of every model and every stage's params) to its own
-MLflow run, so experiments can be compared from the evaluate runs alone even when the upstream
-stages came from DVC's cache.
-"""
+Logs the whole comparison (every model's headline metrics, every stage's params, the folds it
+scored as datasets) to its own MLflow run, and registers the CNN and the pruned CNN."""
 
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import numpy as np
 from emoprune.data.ingest import read_manifest
 from emoprune.evaluation.leakage import duplicate_twins
 from emoprune.evaluation.report import comparison_markdown
-from emoprune.pipeline import compare, reports, tracking
+from emoprune.pipeline import compare, datasets, registry, reports, tracking
 from emoprune.pipeline.outputs import write_json, write_text
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
@@ -24,7 +22,8 @@ REPORTS = Path("reports/evaluate")
 def main(p: Params) -> None:
     records = read_manifest("outputs/ingest/manifest.csv")
     labels = np.array([r.label for r in records])
-    splits = folds_from_records(records, p.data.classes).val_splits()  # every repeat's folds
+    folds = folds_from_records(records, p.data.classes)
+    splits = folds.val_splits()  # every repeat's folds
     classes = list(p.data.classes)
     results, confusion = compare.collect(
         labels, splits, classes, latency_repeats=p.evaluate.latency_repeats
@@ -55,14 +54,15 @@ def main(p: Params) -> None:
         ),
     )
     reports.write_comparison_figures(REPORTS, results, confusion, classes)
+    datasets.log_split_inputs(folds, folds.ids, p.data.raw, scored=True)
     tracking.log_comparison(compare.mlflow_metrics(results, details), REPORTS)
+    registry.register_pipeline_models()
     if twins["total"]:
         print(
             f"warning: [evaluate] {twins['total']} validation images have an identical twin "
             "in their training part (see comparison.md)"
         )
-    for c in compared.values():
-        print(f"[evaluate] {c['verdict']}")
+    print("\n".join(f"[evaluate] {c['verdict']}" for c in compared.values()))
     print(f"[evaluate] -> {REPORTS}/comparison.md, {REPORTS}/metrics.json")
 
 

@@ -71,6 +71,7 @@ def clean_env(monkeypatch):
         "DVC_EXP_NAME",
         "DVC_EXP_BASELINE_REV",
         "EMOPRUNE_PIPELINE_ID",
+        "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING",
     ):
         monkeypatch.delenv(var, raising=False)
     return monkeypatch

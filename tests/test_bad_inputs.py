@@ -459,7 +459,9 @@ def save_real_checkpoint(path: Path) -> None:
     from emoprune.training.loop import adam
 
     model = CNN(n_classes=len(EMOTIONS), in_size=67)
-    save_cnn(path, model, adam(model, 0.0006), epoch=1)
+    # With the training fold's normalisation, as train_cnn saves it: the logged model needs it.
+    norm = {"mean": [0.5] * 3, "std": [0.25] * 3, "classes": list(EMOTIONS)}
+    save_cnn(path, model, adam(model, 0.0006), epoch=1, **norm)
 
 
 def _truncated(folder: Path) -> None:

@@ -16,11 +16,12 @@ import torch
 import torchvision
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 import tinyrepo
 from conftest import subprocess_env
 from emoprune.data.ingest import read_manifest
-from emoprune.pipeline.tracking import flatten
+from emoprune.pipeline.tracking import flatten, headline_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -78,7 +79,7 @@ def test_mlflow_runs_and_tags(pipeline):
     _, all_runs = runs(repo)
     parents = [r for r in all_runs if r.data.tags.get("emoprune.role") == "pipeline"]
     assert len(parents) == 1
-    stages = {r.info.run_name: r for r in all_runs if r not in parents}
+    stages = {r.data.tags["dvc.stage"]: r for r in all_runs if r not in parents}
     assert set(tinyrepo.LOGGED_STAGES) <= set(stages)
     head = sh(repo, "git", "rev-parse", "HEAD~1").stdout.strip()  # the commit repro ran on
     for name, r in stages.items():
@@ -88,6 +89,19 @@ def test_mlflow_runs_and_tags(pipeline):
         assert tags["dvc.stage"] == name and tags["dvc.exp_name"] == "workspace"
         assert tags["git.commit"] == head and tags["dvc.baseline_rev"] == head
         assert tags["pipeline.id"] == parents[0].data.tags["pipeline.id"]
+    for name, r in stages.items():  # MLflow's own system tags: Source, User, Version columns
+        assert r.data.tags["mlflow.source.name"] == f"stages/{name}.py"
+        assert r.data.tags["mlflow.source.git.commit"] == head and r.data.tags["mlflow.user"]
+        assert r.info.run_name == (f"{name} t=25" if name == "prune_cnn" else name)
+    # The pipeline run compares on its own: every param, every headline metric.
+    parent = parents[0].data
+    assert parent.params == {
+        k: str(v) for k, v in flatten(yaml.safe_load((repo / "params.yaml").read_text())).items()
+    }
+    assert parent.metrics == headline_metrics(repo)
+    assert {"cnn.acc.mean", "pruned.acc.mean", "resnet18.acc.mean", "random.acc.mean"} <= set(
+        parent.metrics
+    )
     assert stages["ingest"].data.params["cv.folds"] == "2"
     assert stages["ingest"].data.metrics["n_images"] == 27
     client, _ = runs(repo)
@@ -153,7 +167,7 @@ def test_a_killed_stage_leaves_nothing_and_reruns_to_the_same_metrics(pipeline, 
     killed = [
         r
         for r in runs(repo)[1]
-        if r.info.run_name == "train_cnn" and r.info.start_time / 1000 > started
+        if r.data.tags.get("dvc.stage") == "train_cnn" and r.info.start_time / 1000 > started
     ]
     statuses = sorted(r.info.status for r in killed)
     assert statuses == ["FINISHED", "KILLED"], statuses  # never left RUNNING
@@ -180,7 +194,7 @@ def test_train_cnn_outputs_and_tracking(pipeline):
     epochs = (repo / "reports/train_cnn/epochs.tsv").read_text().splitlines()
     assert epochs[0].split("\t")[:3] == ["epoch", "train_loss", "train_acc"] and len(epochs) == 3
     client, all_runs = runs(repo)
-    run = next(r for r in all_runs if r.info.run_name == "train_cnn")
+    run = next(r for r in all_runs if r.data.tags.get("dvc.stage") == "train_cnn")
     for name in (
         "fold0/train_loss",
         "fold1/val_acc",
@@ -196,13 +210,20 @@ def test_train_cnn_outputs_and_tracking(pipeline):
     )
     assert {m.name for m in models} == {"model_fold0", "model_fold1"}
     info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model_fold0")
-    assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 3, 227, 227)
+    spec = info.signature.inputs.to_dict()[0]["tensor-spec"]
+    assert (spec["dtype"], tuple(spec["shape"])) == ("uint8", (-1, -1, -1, 3))  # raw frames
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
     assert {"reports/loss.png", "reports/metrics.json", "reports/details.json"} <= arts
     traced = {a.path for a in client.list_artifacts(run.info.run_id, "reports/angles")}
     assert traced == {f"reports/angles/{layer}.tsv" for layer in ("fc1", "fc2", "fc3")}
-    loaded = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model_fold0")
-    assert loaded.fc1.out_features == 512
+    # The logged model holds its preprocessing: a raw frame gets the probabilities the
+    # pipeline computed for it (fold 0's first validation image).
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model_fold0")
+    records = read_manifest(repo / "outputs/ingest/manifest.csv")
+    first = next(r for r in records if r.folds[0] == 0)
+    frame = np.asarray(Image.open(repo / first.path).convert("RGB"))[None]
+    expected = np.load(repo / "outputs/models/cnn/val_proba.npz")["fold0"][0]
+    np.testing.assert_allclose(loaded.predict(frame)[0], expected, atol=1e-5)
 
 
 def test_prune_cnn_outputs(pipeline):
@@ -299,11 +320,14 @@ def test_exp_run_threshold_reruns_only_pruning(pipeline):
     pruned = [
         r
         for r in all_runs
-        if r.info.run_name == "prune_cnn" and r.data.tags.get("dvc.exp_name") == "t15"
+        if r.data.tags.get("dvc.stage") == "prune_cnn" and r.data.tags.get("dvc.exp_name") == "t15"
     ]
     assert len(pruned) == 1
     run = pruned[0]
+    assert run.info.run_name == "prune_cnn t=15 t15"  # apart from the workspace's in an overlay
     assert run.data.params["prune.threshold"] == "15.0"
+    version = client.get_model_version_by_alias("emoprune-pruned-cnn", "t15")
+    assert version.run_id == run.info.run_id and version.tags["param.prune.threshold"] == "15"
     for layer in ("fc1", "fc2", "fc3"):
         for stat in ("min_angle", "max_angle", "n_similar", "n_complementary", "removed_total"):
             assert client.get_metric_history(run.info.run_id, f"fold0/{layer}/{stat}"), stat
@@ -320,7 +344,7 @@ def test_finetune_resnet_is_labelled_honestly(pipeline):
     probas = np.load(repo / "outputs/models/resnet/resnet18/val_proba.npz")
     assert list(probas) == ["fold0"] and probas["fold0"].shape[1] == 7
     _, all_runs = runs(repo)
-    run = next(r for r in all_runs if r.info.run_name == "finetune_resnet")
+    run = next(r for r in all_runs if r.data.tags.get("dvc.stage") == "finetune_resnet")
     assert run.data.tags["weights"] == "random"
 
 
@@ -346,7 +370,7 @@ def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
     run = next(
         r
         for r in all_runs
-        if r.info.run_name == "evaluate" and r.data.tags["dvc.exp_name"] == "workspace"
+        if r.data.tags.get("dvc.stage") == "evaluate" and r.data.tags["dvc.exp_name"] == "workspace"
     )
     for key in (
         "cnn/acc_mean",
@@ -363,6 +387,45 @@ def test_evaluate_compares_every_model_on_the_same_folds(pipeline):
     assert {"evaluate/comparison.md", "evaluate/metrics.json", "evaluate/plots"} <= arts
     figs = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate/plots")}
     assert "evaluate/plots/confusion_cnn.png" in figs
+
+
+def test_runs_name_their_data_and_evaluate_registers_self_contained_models(pipeline, tmp_path):
+    repo, _, _ = pipeline
+    client, all_runs = runs(repo)
+    dvc_hash = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["md5"]
+
+    def workspace(stage):
+        return next(
+            r
+            for r in all_runs
+            if r.data.tags.get("dvc.stage") == stage and r.data.tags["dvc.exp_name"] == "workspace"
+        )
+
+    inputs = workspace("train_cnn").inputs.dataset_inputs
+    assert {i.dataset.name for i in inputs} == {
+        f"data/raw fold{k} {part}" for k in (0, 1) for part in ("train", "validation")
+    }
+    assert {i.dataset.digest for i in inputs} == {dvc_hash.removesuffix(".dir")}
+    scored = workspace("evaluate").inputs.dataset_inputs
+    assert {i.dataset.name for i in scored} == {
+        "data/raw fold0 validation",
+        "data/raw fold1 validation",
+    }
+    for name, stage in (("emoprune-cnn", "train_cnn"), ("emoprune-pruned-cnn", "prune_cnn")):
+        version = client.get_model_version_by_alias(name, "workspace")
+        assert client.get_run(version.run_id).data.tags["dvc.stage"] == stage  # its lineage
+        assert "metric.pruned.acc.mean" in version.tags and version.tags["fold"] == "0"
+    # The registered model carries its preprocessing and code: it predicts from anywhere.
+    image = next((repo / "data/raw/Happy").glob("*.png"))
+    uri = "models:/emoprune-pruned-cnn@workspace"
+    env = subprocess_env(MLFLOW_TRACKING_URI=f"sqlite:///{repo}/mlflow.db")
+    far = subprocess.run(
+        ["emoprune", "predict", "--uri", uri, str(image)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert far.returncode == 0, far.stderr
+    local = sh(repo, "emoprune", "predict", "--model", "pruned", "--fold", "0", str(image))
+    assert far.stdout == local.stdout and far.stdout.count("\t") == 2
 
 
 def test_mlflow_run_experiment_nests_the_stages_under_its_run(pipeline):
@@ -391,7 +454,7 @@ def test_mlflow_run_experiment_nests_the_stages_under_its_run(pipeline):
     outer = [r for r in launched if "mlflow.parentRunId" not in r.data.tags]
     assert len(outer) == 1 and outer[0].info.status == "FINISHED"
     assert outer[0].data.params["threshold"] == "20"
-    stages = {r.info.run_name: r for r in launched if r is not outer[0]}
+    stages = {r.data.tags["dvc.stage"]: r for r in launched if r is not outer[0]}
     assert set(stages) == {"prune_cnn", "evaluate"}
     for r in stages.values():
         assert r.data.tags["mlflow.parentRunId"] == outer[0].info.run_id
@@ -430,7 +493,7 @@ def test_sweep_runs_three_thresholds_in_parallel_on_one_sqlite_store(pipeline):
         parent = [r for r in mine if r.data.tags.get("emoprune.role") == "pipeline"]
         assert len(parent) == 1, name  # one pipeline run per experiment...
         assert parent[0].data.tags["mlflow.parentRunId"] == sweep[0].info.run_id  # ...in the sweep
-        stages = {r.info.run_name: r for r in mine if r is not parent[0]}
+        stages = {r.data.tags["dvc.stage"]: r for r in mine if r is not parent[0]}
         assert set(stages) == {"prune_cnn", "evaluate"}, (name, set(stages))
         assert all(r.info.status == "FINISHED" for r in stages.values())
         assert all(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import io
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,7 +22,7 @@ from emoprune.models.resnet import (
     prepare_inputs,
     resnet_head,
 )
-from emoprune.pipeline import tracking
+from emoprune.pipeline import packaged, tracking
 from emoprune.predict import load_resnet_predictor
 from emoprune.training.checkpoints import load_checkpoint
 from emoprune.training.crossval import fold_seed
@@ -224,15 +226,21 @@ def test_driver_scores_and_checkpoint_match_the_full_network(data, tmp_path, mon
     np.testing.assert_allclose(predict_proba(plain, x[VAL], device="cpu"), expected, atol=1e-5)
     assert load_resnet_predictor(tmp_path / "fold0.pt", "resnet18", 32).classes == CLASSES
 
-    # The MLflow hook logs the full network with image inputs as its signature's example.
+    # The MLflow hook logs fold0.pt (the full network) as a pyfunc of the 32-pixel images it
+    # was fit on, also though the fit's own inputs are the head's features.
     captured = {}
-    monkeypatch.setattr(
-        tracking, "log_model", lambda model, ex, name: captured.update(m=model, x=ex, n=name)
+
+    def log_model(package, name):
+        captured.update(n=name, config=json.loads(Path(package["artifacts"]["config"]).read_text()))
+        captured.update(checkpoint=package["artifacts"]["checkpoint"])
+
+    monkeypatch.setattr(tracking, "log_model", log_model)
+    packager = packaged.fold_packager("resnet18_fold{k}", tmp_path)
+    tracking.fold_model_logger("resnet18_fold{k}", packager)(0, logged[0])
+    assert captured["n"] == "resnet18_fold0" and captured["checkpoint"] == str(
+        tmp_path / "fold0.pt"
     )
-    tracking.fold_model_logger("resnet18_fold{k}")(0, logged[0])
-    assert captured["n"] == "resnet18_fold0" and captured["x"].shape == (2, 3, 32, 32)
-    with torch.no_grad():
-        assert captured["m"].eval()(captured["x"]).shape == (2, 7)
+    assert captured["config"] == {"kind": "resnet18", "input_size": 32}
 
 
 def test_fine_tuning_path_is_unchanged(data, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 import tinyrepo
 from conftest import CHROMIUM, SHOTS
+from emoprune.pipeline import tracking
 from servers import mlflow_server
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +62,7 @@ def test_experiment_page_lists_the_stage_runs_by_name(ui, page):
             [exp_id], "tags.`emoprune.role` = 'pipeline'", order_by=["attributes.start_time DESC"]
         )
         if {
-            r.info.run_name
+            r.data.tags["dvc.stage"]
             for r in client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{p.info.run_id}'")
         }
         >= set(tinyrepo.LOGGED_STAGES)
@@ -72,7 +74,8 @@ def test_experiment_page_lists_the_stage_runs_by_name(ui, page):
     for stage in tinyrepo.LOGGED_STAGES:
         cell = page.locator("[role=row] a", has_text=stage).first
         cell.wait_for()
-        assert cell.inner_text().strip() == stage
+        # The stage's name, and for prune_cnn its threshold (the repro's own: no experiment).
+        assert cell.inner_text().strip() == ("prune_cnn t=25" if stage == "prune_cnn" else stage)
 
 
 def test_prune_cnn_metric_page_draws_the_angle_trace(ui, page):
@@ -114,6 +117,50 @@ def test_evaluate_artifacts_show_the_confusion_matrix(ui, page):
         "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
     )
     assert image.evaluate("img => img.naturalWidth") > 100  # the PNG itself, decoded
+
+
+def test_the_experiment_opens_on_its_training_runs(ui, page, pipeline):
+    url, client, exp_id = ui
+    repo, _, _ = pipeline
+    # The link `make ui` prints: MLflow 3.17 picks the page from the workflow switch, not from
+    # the experiment's mlflow.experimentKind tag (which is set too, for UIs that read it).
+    link = tracking.ui_link(url, "emoprune", root=repo)
+    assert link == f"{url}/#/experiments/{exp_id}?{tracking.TRAINING_VIEW}"
+    assert client.get_experiment(exp_id).tags[tracking.KIND_TAG] == tracking.TRAINING_KIND
+    page.goto(link)
+    parent = client.search_runs(
+        [exp_id], "tags.`emoprune.role` = 'pipeline'", order_by=["attributes.start_time ASC"]
+    )[0]
+    page.locator(f"[role=row][row-id='{parent.info.run_id}']").first.wait_for()  # runs table
+    assert "/overview" not in page.url and page.get_by_text("Detect Issues").count() == 0
+    page.get_by_text("dvc.yaml").first.wait_for()  # the Source column, from MLflow's own tags
+
+
+def test_a_training_run_page_lists_its_datasets(ui, page):
+    url, client, exp_id = ui
+    run = _finished(client, exp_id, "train_cnn")
+    digest = run.inputs.dataset_inputs[0].dataset.digest
+    page.goto(f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}")
+    page.get_by_text("Datasets", exact=True).first.wait_for()
+    names = {i.dataset.name for i in run.inputs.dataset_inputs}
+    shown = page.get_by_text(f"({digest})").first
+    shown.wait_for()
+    assert shown.inner_text().split(" (")[0] in names  # e.g. "data/raw fold0 train (<hash>)"
+    assert page.get_by_text(re.compile(r"^training$", re.IGNORECASE)).count() >= 1  # context
+
+
+def test_the_registered_model_page_shows_versions_aliases_and_lineage(ui, page):
+    url, client, exp_id = ui
+    version = client.get_model_version_by_alias("emoprune-pruned-cnn", "workspace")
+    page.goto(f"{url}/#/models/emoprune-pruned-cnn")
+    page.get_by_text(f"Version {version.version}", exact=True).first.wait_for()
+    page.get_by_text(re.compile(r"^@\s*workspace$")).first.wait_for()  # the alias
+    assert page.get_by_text("shrunk to its live units").count() == 1  # the description
+    # The version's page links the training run that produced the weights, and its tags.
+    page.goto(f"{url}/#/models/emoprune-pruned-cnn/versions/{version.version}")
+    source = client.get_run(version.run_id).info.run_name
+    page.get_by_role("link", name=source).first.wait_for()
+    page.get_by_text("emoprune.checkpoint_sha256").first.wait_for()
 
 
 def test_screenshots_are_saved():

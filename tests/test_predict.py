@@ -236,25 +236,44 @@ def test_resnet_checkpoint_end_to_end(project, capsys):
     assert _lines(capsys.readouterr().out)[0][1] == CLASSES[int(ref.argmax())]
 
 
-def test_uri_loads_an_mlflow_model_with_the_local_fold_stats(project, capsys):
+def test_uri_loads_a_packaged_model_without_the_local_outputs(project, capsys):
+    import shutil
+
+    import mlflow.pyfunc
+
+    from emoprune.pipeline import packaged
+
+    root, names, _ = project
+    package = packaged.package(CNN_CKPT, root, kind="cnn")
+    mlflow.pyfunc.save_model(root / "logged", **package)
+    assert main(["predict", *names]) == 0
+    local = capsys.readouterr().out
+    shutil.rmtree(root / "outputs")  # the model carries its normalisation and classes
+    uri = (root / "logged").as_uri()
+    assert main(["predict", "--uri", uri, "--top", "7", *names]) == 0
+    logged = capsys.readouterr().out
+    assert [r[:3] for r in _lines(logged)] == _lines(local) and len(local.splitlines()) == 2
+    assert not (root / "mlflow.db").exists()  # a file URI needs no tracking store
+
+
+def test_uri_mistakes_are_one_line_errors_naming_the_uri(project, capsys):
     import mlflow.pytorch
 
     root, names, _ = project
     model, _, _ = load_cnn_checkpoint(CNN_CKPT)
-    # pickle format, pinned requirements: as tracking.log_model logs the pipeline's models.
+    # What the stages logged before models carried their preprocessing: no emoprune metadata.
     mlflow.pytorch.save_model(
-        model, root / "logged", serialization_format="pickle", pip_requirements=["torch"]
+        model, root / "old", serialization_format="pickle", pip_requirements=["torch"]
     )
-    uri = (root / "logged").as_uri()
-    assert main(["predict", "--uri", uri, *names]) == 0
-    logged = capsys.readouterr().out
-    assert main(["predict", *names]) == 0
-    local = capsys.readouterr().out
-    assert logged == local and len(local.splitlines()) == 2  # same model, same normalisation
-
-    Path("outputs/models/cnn/fold1.pt").unlink()
-    assert main(["predict", "--uri", uri, "--fold", "1", names[0]]) == 2
-    assert "outputs/models/cnn/fold1.pt" in capsys.readouterr().err
+    capsys.readouterr()  # mlflow's warning about pickles
+    old, absent = (root / "old").as_uri(), (root / "absent").as_uri()
+    for uri, reason in ((old, "no emoprune metadata"), (absent, "cannot load the model")):
+        assert main(["predict", "--uri", uri, names[0]]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.splitlines()) == 1 and "Traceback" not in err
+        assert err.startswith(f"error: --uri {uri}: ") and reason in err
+    assert main(["predict", "--uri", old, "--fold", "1", names[0]]) == 2
+    assert "drop --fold" in capsys.readouterr().err
 
 
 def test_predictor_and_formatting_without_files():
@@ -270,8 +289,6 @@ def test_predictor_and_formatting_without_files():
         predict.format_line("x.png", row, ["a", "b", "c"], top=5)
         == "x.png\tb\t0.70\tb 0.70, c 0.20, a 0.10"
     )
-    assert predict.uri_fold("runs:/abc/shrunk_fold3") == 3
-    assert predict.uri_fold("models:/emo/1") is None
 
 
 def test_console_module_entry(project):

@@ -1,9 +1,12 @@
+import subprocess
+import sys
 import time
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import subprocess_env
 from emoprune.errors import UserError
 from emoprune.pipeline import tracking
 from servers import free_port
@@ -98,11 +101,13 @@ def test_stage_runs_share_one_parent_with_the_contract_tags(store, clean_env):
     parents = [r for r in runs.values() if r.data.tags.get("emoprune.role") == "pipeline"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs.values() if r not in parents]
-    assert sorted(r.info.run_name for r in children) == ["ingest", "resize"]
+    # The DVC experiment is in the name, so an overlay of two experiments' runs reads apart.
+    assert sorted(r.info.run_name for r in children) == ["ingest exp-abc", "resize exp-abc"]
     for r in children:
         tags = r.data.tags
         assert tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert tags["dvc.stage"] == r.info.run_name
+        assert r.info.run_name == f"{tags['dvc.stage']} exp-abc"
+        assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL"
         assert tags["dvc.exp_name"] == "exp-abc"
         assert tags["dvc.baseline_rev"] == "f" * 40
         assert tags["pipeline.id"] == "pipe-1"
@@ -154,12 +159,12 @@ def test_a_sweep_nests_one_pipeline_run_per_experiment(store, clean_env):
         if r.data.tags.get("emoprune.role") == "pipeline"
     }
     assert set(pipelines) == {"t15", "t20"}
-    for parent in pipelines.values():
+    for name, parent in pipelines.items():
         assert parent.data.tags["mlflow.parentRunId"] == sweep
         stages = [
             r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
         ]
-        assert sorted(r.info.run_name for r in stages) == ["evaluate", "prune_cnn"]
+        assert sorted(r.info.run_name for r in stages) == [f"evaluate {name}", f"prune_cnn {name}"]
 
 
 def test_an_unknown_launching_run_is_one_line(store, clean_env):
@@ -218,3 +223,83 @@ def test_a_run_whose_process_died_is_marked_killed(store, clean_env):
         pass
     assert client.get_run(orphan).info.status == "KILLED"
     assert client.get_run(alive).info.status == "RUNNING"  # its process (us) still runs
+
+
+STAGE_SCRIPT = """
+import pathlib, sys
+from emoprune.pipeline import tracking
+
+with tracking.stage_run(sys.argv[1], "emoprune", {"prune": {"threshold": 15}}) as run:
+    pathlib.Path("reports").mkdir(exist_ok=True)
+    pathlib.Path("reports/m.json").write_text(sys.argv[2])
+print(run.info.run_id)
+"""
+
+
+def _stage(root, stage, metrics):
+    """Run ``stages/stage.py`` of ``root`` as DVC would: a script of the repo, its own process."""
+    out = subprocess.run(
+        [sys.executable, "stages/stage.py", stage, metrics],
+        cwd=root,
+        env=subprocess_env(EMOPRUNE_PIPELINE_ID="pipe-2"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()[-1]
+
+
+def test_runs_get_mlflows_system_tags_and_the_pipeline_run_params_and_metrics(store):
+    (store / "params.yaml").write_text("cv: {folds: 2}\nprune: {threshold: 15}\n")
+    (store / "dvc.yaml").write_text("metrics: [reports/m.json]\nstages: {}\n")
+    (store / "stages").mkdir()
+    (store / "stages" / "stage.py").write_text(STAGE_SCRIPT)
+    git = ["git", "-c", "user.email=t@e", "-c", "user.name=t"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "c"]):
+        subprocess.run([*git, *cmd], cwd=store, check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], cwd=store, capture_output=True, text=True)
+    run_id = _stage(store, "prune_cnn", '{"cnn": {"acc": {"mean": 0.5}}, "n": 3}')
+    runs, _ = _runs(store)
+    stage = runs[run_id]
+    assert stage.info.run_name == "prune_cnn t=15"
+    tags = stage.data.tags
+    # MLflow's own context providers: the Source, User and Version columns of the runs table.
+    assert tags["mlflow.source.git.commit"] == head.stdout.strip() == tags["git.commit"]
+    assert tags["mlflow.source.name"] == "stages/stage.py" and tags["mlflow.user"]
+    parent = runs[tags["mlflow.parentRunId"]]
+    assert parent.data.params == {"cv.folds": "2", "prune.threshold": "15"}
+    assert parent.data.metrics == {"cnn.acc.mean": 0.5, "n": 3.0}
+    assert parent.data.tags["mlflow.source.name"] == "dvc.yaml"
+    assert parent.data.tags["mlflow.source.git.commit"] == head.stdout.strip()
+    # A second stage of the same pipeline logs only what changed: one point per value.
+    _stage(store, "evaluate", '{"cnn": {"acc": {"mean": 0.5}}, "n": 4}')
+    client = MlflowClient()
+    assert [m.value for m in client.get_metric_history(parent.info.run_id, "n")] == [3.0, 4.0]
+    assert len(client.get_metric_history(parent.info.run_id, "cnn.acc.mean")) == 1
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_system_metrics_follow_mlflows_own_switch(store, clean_env, enabled):
+    if enabled:
+        clean_env.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+        clean_env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+        clean_env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    with tracking.stage_run("ingest", "emoprune", {}) as run:
+        time.sleep(1.5)
+    metrics = MlflowClient().get_run(run.info.run_id).data.metrics
+    assert any(k.startswith("system/") for k in metrics) == enabled
+
+
+def test_the_ui_link_opens_the_experiment_on_its_training_runs(store):
+    assert tracking.ui_link("http://h:5000/", "emoprune") == (
+        "http://h:5000/#/experiments?workflowType=machine_learning"  # no store yet
+    )
+    with tracking.stage_run("ingest", "emoprune", {}) as run:
+        pass
+    exp_id = run.info.experiment_id
+    assert tracking.ui_link("http://h:5000", "emoprune") == (
+        f"http://h:5000/#/experiments/{exp_id}?workflowType=machine_learning"
+    )
+    exp = MlflowClient().get_experiment(exp_id)
+    assert exp.tags[tracking.KIND_TAG] == tracking.TRAINING_KIND  # for UIs that read the tag

@@ -57,7 +57,7 @@ def test_the_pipeline_logs_to_the_server_and_its_postgres(served):
     exp = client.get_experiment_by_name("emoprune")
     runs = client.search_runs([exp.experiment_id], max_results=100)
     parents = [r for r in runs if r.data.tags.get("emoprune.role") == "pipeline"]
-    stages = {r.info.run_name: r for r in runs if r not in parents}
+    stages = {r.data.tags["dvc.stage"]: r for r in runs if r not in parents}
     assert len(parents) == 1 and set(stages) == set(tinyrepo.LOGGED_STAGES)
     assert all(
         r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id

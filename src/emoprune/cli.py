@@ -52,22 +52,21 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument(
-        "--model", choices=MODELS, default="cnn", help="which trained model (default: cnn)"
+        "--model", choices=MODELS, default=None, help="which trained model (default: cnn)"
     )
     p.add_argument(
         "--fold",
         type=_fold,
         default=None,
         metavar="K",
-        help="which cross-validation fold's model (default: 0; with --uri, the fold "
-        "the URI names, e.g. model_fold3)",
+        help="which cross-validation fold's model (default: 0)",
     )
     p.add_argument(
         "--uri",
         metavar="MLFLOW_MODEL_URI",
-        help="an MLflow-logged CNN (runs:/<run_id>/model_fold0, models:/...) of "
-        "--model cnn or pruned, normalised with the stats in "
-        "outputs/models/cnn/fold{K}.pt",
+        help="instead of --model/--fold: a model the pipeline logged to MLflow, of any kind "
+        "(runs:/<run_id>/model_fold0, models:/emoprune-cnn@workspace, models:/NAME@latest "
+        "for the newest version); it carries its own preprocessing and class names",
     )
     p.add_argument(
         "--top",

@@ -3,7 +3,9 @@
 Each model family becomes a ``Predictor``: a callable mapping a list of RGB PIL images of any
 size to (N, C) softmax probabilities, with the class names. Building one from a model object
 (``cnn_predictor``, ``resnet_predictor``, ``mlp_predictor``) is pure and testable without files;
-``load_predictor`` finds and loads the pipeline's checkpoints under ``outputs/models/``.
+``load_predictor`` finds and loads the pipeline's checkpoints under ``outputs/models/``, or an
+MLflow model the pipeline logged (``--uri``; ``load_uri_predictor``), which carries its own
+preprocessing.
 
 Preprocessing repeats the pipeline's exactly (the same Pillow BILINEAR squash as the resize stage,
 the training fold's normalisation, the same descriptors and per-fold PCA), so a frame gets the
@@ -15,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +106,7 @@ def cnn_predictor(
     classes: Sequence[str],
     name: str = "cnn",
 ) -> Predictor:
-    """A CNN (or an MLflow-logged one) taking normalised (N, 3, in_size, in_size) inputs."""
+    """A CNN taking normalised (N, 3, in_size, in_size) inputs."""
     from emoprune.training.loop import to_tensor_images
 
     mean_a, std_a = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
@@ -276,69 +280,83 @@ def load_mlp_predictor(path: Path, feature_params: str | Path = FEATURE_PARAMS) 
     )
 
 
-def load_uri_predictor(uri: str, stats_path: Path, name: str) -> Predictor:
-    """An MLflow-logged CNN-family model; its normalisation comes from the local checkpoint.
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
-    The logged models take the already-normalised (N, 3, 227, 227) tensor, and the training fold's
-    mean/std are not part of the MLflow model, so they are read from ``stats_path``.
+
+def load_uri_predictor(uri: str) -> Predictor:
+    """The Predictor of an MLflow model the pipeline logged (``pipeline.packaged``), of any kind.
+
+    Such a model carries its own preprocessing: it takes uint8 (N, H, W, 3) RGB frames, so the
+    images are only squashed to the side its metadata names (``input_size``, the resize stage's
+    BILINEAR squash, which the model then keeps as it is) and stacked. The class names come from
+    its metadata too; nothing is read from the local pipeline outputs. ``runs:/`` and
+    ``models:/`` URIs use the project's tracking store (``$MLFLOW_TRACKING_URI`` or
+    ``mlflow.db``); ``models:/NAME@latest`` is MLflow's own name for the newest version. A URI
+    that does not load, or a model without emoprune metadata (e.g. one logged before models
+    carried their preprocessing), is a one-line ``UserError`` naming the URI.
     """
-    from emoprune.pipeline import tracking
+    source = uri.strip()
+    if source.startswith(("runs:/", "models:/")):
+        from emoprune.pipeline import tracking
 
-    if not stats_path.is_file():
-        raise UserError(
-            f"--uri needs the normalisation stats in {stats_path}, which is missing; "
-            f"run `dvc repro` in the project root (or pick --fold)"
-        )
-    from emoprune.training.checkpoints import load_checkpoint
-
-    _, meta = load_checkpoint(stats_path)
-    mean, std = _norm_stats(meta, stats_path)
-    tracking.configure()
+        tracking.configure()
     # One image's prediction should print one line, not mlflow's download progress bars.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow.pytorch
+    import mlflow.models
+    import mlflow.pyfunc
 
+    from emoprune.pipeline.packaged import emoprune_metadata
+
+    parsed = urllib.parse.urlparse(source)
+    # get_model_info takes a file: URI for a missing path; load_model takes either form.
+    local = urllib.request.url2pathname(parsed.path) if parsed.scheme == "file" else source
     try:
-        model = mlflow.pytorch.load_model(uri, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - MlflowException, OSError, unpickling errors...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"--uri {uri}: cannot load the model ({first})") from None
-    if not isinstance(model, nn.Module):
-        raise UserError(f"--uri {uri}: not a PyTorch model")
-    classes = _classes(meta, int(meta.get("n_classes", 7)), stats_path)
-    return cnn_predictor(model, mean, std, int(meta.get("in_size", 227)), classes, name)
+        info = mlflow.models.get_model_info(local)  # the MLmodel file alone, before any weights
+    except Exception as exc:  # noqa: BLE001 - MlflowException, OSError, YAML errors...
+        raise UserError(f"--uri {uri}: cannot load the model ({_first_line(exc)})") from None
+    meta = emoprune_metadata(info.metadata)
+    if meta is None:
+        raise UserError(
+            f"--uri {uri}: not a model the pipeline logged with its preprocessing (no emoprune "
+            f"metadata in its MLmodel); log it again with `dvc repro`"
+        )
+    try:
+        model = mlflow.pyfunc.load_model(source)
+    except Exception as exc:  # noqa: BLE001 - a missing artifact, unloadable code, ...
+        raise UserError(f"--uri {uri}: cannot load the model ({_first_line(exc)})") from None
+    size = int(meta["input_size"])
 
+    def proba(images: Sequence[Image.Image]) -> np.ndarray:
+        return np.asarray(model.predict(stack_resized(images, size)), dtype=np.float64)
 
-def uri_fold(uri: str) -> int | None:
-    """The fold a logged model's name gives (``.../model_fold3`` -> 3), else None."""
-    m = re.search(r"fold(\d+)/*$", uri)
-    return int(m.group(1)) if m else None
+    return Predictor(str(meta["kind"]), tuple(str(c) for c in meta["classes"]), proba)
 
 
 def load_predictor(
-    model: str = "cnn", fold: int | None = None, uri: str | None = None, root: str | Path = "."
+    model: str | None = None,
+    fold: int | None = None,
+    uri: str | None = None,
+    root: str | Path = ".",
 ) -> Predictor:
-    """The Predictor for ``--model``/``--fold``/``--uri``, from the pipeline outputs under ``root``.
+    """The Predictor for ``--model``/``--fold`` (from the pipeline outputs under ``root``) or
+    for ``--uri`` (an MLflow model, which names its own kind, fold and classes).
 
-    ``fold`` None means 0, or with ``uri`` the fold its name gives (the stages log
-    ``model_fold{k}`` / ``shrunk_fold{k}``), so the normalisation matches the logged model.
-    Every failure a user can cause (missing file, corrupt checkpoint, unknown model or fold) is a
-    one-line ``UserError`` naming the file or option.
+    ``model`` None means cnn, ``fold`` None means 0; with ``uri`` neither may be given. Every
+    failure a user can cause (missing file, corrupt checkpoint, unknown model or fold, an
+    unloadable URI) is a one-line ``UserError`` naming the file or option.
     """
-    if fold is None:
-        fold = (uri_fold(uri) if uri else None) or 0
+    if uri is not None:
+        if model is not None or fold is not None:
+            given = " and ".join(
+                o for o, v in (("--model", model), ("--fold", fold)) if v is not None
+            )
+            raise UserError(f"--uri names the model, its fold and classes itself; drop {given}")
+        return load_uri_predictor(uri)
+    model = "cnn" if model is None else model
+    fold = 0 if fold is None else fold
     if model not in MODELS:
         raise UserError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
-    if uri is not None:
-        if model not in CNN_FAMILY:
-            raise UserError(
-                f"--uri is supported for the CNN models ({', '.join(CNN_FAMILY)}), "
-                f"not --model {model}"
-            )
-        if fold < 0:
-            raise UserError(f"--fold must be >= 0, got {fold}")
-        stats = Path(root) / MODELS_DIR / "cnn" / f"fold{fold}.pt"
-        return load_uri_predictor(uri, stats, model)
     path = model_path(model, fold, root)
     if model in CNN_FAMILY:
         return load_cnn_predictor(path, model)

@@ -113,6 +113,39 @@ def configure(root: Path | None = None) -> str:
     return uri
 
 
+# MLflow 3.17's UI opens an experiment on the page of its sidebar's workflow switch (GenAI by
+# default, kept in the browser), not by the experiment's mlflow.experimentKind tag; this URL
+# parameter selects "Model training", whose experiment page is the runs table.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_link(base: str, experiment: str | None = None, root: Path | None = None) -> str:
+    """The UI page of the project's experiment (its training runs), e.g.
+    ``http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning``; the experiments
+    list while the local store has no such experiment yet."""
+    from mlflow.tracking import MlflowClient
+
+    root = root or project_root()
+    name = experiment or read_yaml(root / "params.yaml").get("mlflow", {}).get("experiment")
+    exp = None
+    if name and (root / "mlflow.db").is_file():
+        mlflow_uri = _with_sqlite_timeout(f"sqlite:///{root / 'mlflow.db'}")
+        exp = MlflowClient(tracking_uri=mlflow_uri).get_experiment_by_name(name)
+    page = f"experiments/{exp.experiment_id}" if exp else "experiments"
+    return f"{base.rstrip('/')}/#/{page}?{TRAINING_VIEW}"
+
+
+def prepare_ui(base: str, root: Path | None = None) -> str:
+    """What ``make ui`` does before starting the server: point a copied or moved project's
+    store at this folder (``store.relocate_if_moved``), then return ``ui_link(base)``."""
+    from emoprune.pipeline import store
+
+    root = root or project_root()
+    name = read_yaml(root / "params.yaml").get("mlflow", {}).get("experiment") or "emoprune"
+    store.relocate_if_moved(root, tracking_uri(root), name, SQLITE_TIMEOUT_S)
+    return ui_link(base, name, root)
+
+
 def _git(*args: str, cwd: Path | None = None) -> str:
     try:
         out = subprocess.run(
@@ -174,9 +207,14 @@ def ensure_experiment(client: Any, name: str, root: Path) -> str:
     """The experiment's id, creating it (with artifacts under <root>/mlartifacts) if needed.
 
     It is marked a model-training experiment, so the UI opens on its runs, not on GenAI traces.
+    A project store copied or moved from another folder is first relocated to this one
+    (``store.relocate_if_moved``), so new runs never write into the old folder.
     """
     from mlflow.exceptions import MlflowException
 
+    from emoprune.pipeline import store
+
+    store.relocate_if_moved(root, tracking_uri(root), name, SQLITE_TIMEOUT_S)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if KIND_TAG not in exp.tags:
@@ -223,9 +261,78 @@ def ensure_parent(
     run = client.create_run(
         experiment_id,
         run_name=f"pipeline {name}" if name != "workspace" else "pipeline",
-        tags=parent_tags,
+        tags=system_tags(parent_tags, source="dvc.yaml"),
     )
+    # Every param on the pipeline run, so pipelines compare in the runs table alone.
+    _log_params(client, run.info.run_id, flatten(read_yaml("params.yaml")))
     return run.info.run_id
+
+
+def system_tags(tags: Mapping[str, str], source: str | None = None) -> dict[str, str]:
+    """``tags`` plus what MLflow's own run context providers add when ``mlflow.start_run``
+    creates a run (``mlflow.user``, ``mlflow.source.name``/``type``, ``mlflow.source.git.*``);
+    ``source`` overrides the source name (the pipeline run's is dvc.yaml, not a stage script)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    resolved = resolve_tags(dict(tags))
+    if source is not None:
+        resolved["mlflow.source.name"] = source
+    return resolved
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def _log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow's limit of params per log_batch call
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def headline_metrics(root: str | Path = ".") -> dict[str, float]:
+    """Every number of the metrics files ``root``'s dvc.yaml lists, flattened as ``dvc exp
+    show`` names them (``cnn.acc.mean``, ``p_vs.random``); files not produced yet are skipped."""
+    import json
+
+    out: dict[str, float] = {}
+    for name in read_yaml(Path(root) / "dvc.yaml").get("metrics", []):
+        try:
+            values = flatten(json.loads((Path(root) / name).read_text()))
+        except (OSError, ValueError):
+            continue
+        out.update({k: float(v) for k, v in values.items() if isinstance(v, int | float)})
+    return out
+
+
+def log_pipeline_metrics(client: Any, run_id: str) -> None:
+    """The headline metrics on the pipeline run, when a stage ends: after the last stage it
+    holds every model's numbers (also those of stages DVC restored from its cache). Only
+    changed values are sent, so a metric's history is one point per value it took."""
+    from mlflow.entities import Metric
+
+    current = client.get_run(run_id).data.metrics
+    now = int(time.time() * 1000)
+    changed = [Metric(k, v, now, 0) for k, v in headline_metrics().items() if current.get(k) != v]
+    for i in range(0, len(changed), 1000):
+        client.log_batch(run_id, metrics=changed[i : i + 1000])
+
+
+def run_name(stage: str, params: Mapping[str, Any]) -> str:
+    """``prune_cnn t=15 <exp name>``: the stage, the param a threshold experiment varies, and
+    the DVC experiment, so an overlay of two runs is not labelled ``prune_cnn`` twice."""
+    parts = [stage]
+    threshold = (params.get("prune") or {}).get("threshold")
+    if stage == "prune_cnn" and threshold is not None:
+        parts.append(f"t={threshold:g}")
+    if os.environ.get("DVC_EXP_NAME"):
+        parts.append(os.environ["DVC_EXP_NAME"])
+    return " ".join(parts)
 
 
 def _experiment_of(client: Any, run_id: str, variable: str) -> str:
@@ -282,18 +389,20 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
     parent_id = ensure_parent(client, experiment_id, pid, tags, outer)
     os.environ.pop("MLFLOW_RUN_ID", None)
     mark_abandoned_runs(client, experiment_id, stage)
-    run = client.create_run(
-        experiment_id,
-        run_name=stage,
-        tags={**tags, "mlflow.parentRunId": parent_id, PID_TAG: _process_tag()},
-    )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     status = "FAILED"
     try:
-        with mlflow.start_run(run_id=run.info.run_id, log_system_metrics=False) as active:
+        # MLflow's own run creation, so its context providers set the Source, User and
+        # Version columns; system metrics follow $MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.
+        with mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name(stage, params),
+            parent_run_id=parent_id,
+            tags={**tags, PID_TAG: _process_tag()},
+        ) as active:
             mlflow.log_params(flatten(params))
             print(
-                f"[{stage}] MLflow run {run.info.run_id} in {mask_uri(uri)} "
+                f"[{stage}] MLflow run {active.info.run_id} in {mask_uri(uri)} "
                 f"(experiment {experiment!r}; `make ui` to browse)",
                 file=sys.stderr,
             )
@@ -310,6 +419,8 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
     finally:
         signal.signal(signal.SIGTERM, previous)
         if _is_own_parent(client, parent_id):
+            if status == "FINISHED":
+                log_pipeline_metrics(client, parent_id)
             client.set_terminated(parent_id, status=status)
 
 
@@ -452,26 +563,27 @@ def log_folder(folder: str | Path, artifact_path: str) -> None:
             )
 
 
-def log_model(model: Any, example: Any, name: str) -> None:
-    """Log a torch model with a signature inferred from ``example`` inputs (N, ...)."""
-    import mlflow
-    import torch
-    from mlflow.models import infer_signature
+def log_model(package: Mapping[str, Any], name: str) -> Any:
+    """Log a pyfunc model as ``name`` on the active run; returns its ``ModelInfo``.
 
-    model = model.cpu().eval()
-    x = example.cpu()
-    with torch.inference_mode():
-        y = torch.softmax(model(x), dim=1).numpy()
-    # "pickle" (the class comes from the installed emoprune package): "pt2" would need an input
-    # example stored as megabytes of JSON per model, and a slow torch.export trace.
-    mlflow.pytorch.log_model(
-        model,
-        name=name,
-        signature=infer_signature(x.numpy(), y),
-        serialization_format="pickle",
-        # Pinned explicitly: inferring requirements imports every module and takes minutes.
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-    )
+    ``package`` holds the keyword arguments of ``mlflow.pyfunc.log_model``: for the pipeline's
+    models ``pipeline.packaged.package``'s (the network with its preprocessing and code, pinned
+    requirements, signature, a small example, metadata). Requirements must be given in it:
+    inferring them imports every module and takes minutes.
+    """
+    import mlflow.pyfunc
+
+    # Logging validates the input example by loading the model back: no progress bar per model.
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        return mlflow.pyfunc.log_model(name=name, **package)
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def log_comparison(headline: Mapping[str, float], reports: str | Path) -> None:
@@ -481,7 +593,7 @@ def log_comparison(headline: Mapping[str, float], reports: str | Path) -> None:
     import yaml
 
     mlflow.log_metrics(dict(headline))
-    everything = flatten(yaml.safe_load(Path("params.yaml").read_text()) or {})
+    everything = flatten(read_yaml("params.yaml"))
     logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
     mlflow.log_params({k: v for k, v in everything.items() if k not in logged})
     lock = yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").exists() else {}
@@ -491,14 +603,19 @@ def log_comparison(headline: Mapping[str, float], reports: str | Path) -> None:
     log_folder(reports, "evaluate")
 
 
-def fold_model_logger(name: str):
-    """A ``cross_validate`` ``on_fold_end`` hook logging each fold's model as ``name.format(k=k)``
-    (its ``export`` if set: the shrunk network of a pruned fold), with two validation inputs as
-    the signature's example."""
+def fold_model_logger(name: str, package: Any):
+    """A ``cross_validate`` ``on_fold_end`` hook logging each fold's model as ``name.format(k=k)``.
+
+    ``package(k, fit, scratch)`` gives what ``log_model`` logs (``packaged.fold_packager``: the
+    fold's checkpoint with its preprocessing, as a pyfunc). Passed in rather than imported, so
+    the stages that only track runs do not depend on the model code. ``scratch`` is a temporary
+    folder outside the stage's DVC outputs, removed once the model is logged.
+    """
+    import tempfile
 
     def log(k: int, fit: Any) -> None:
-        example = fit.example if fit.example is not None else fit.val[0][:2]
-        log_model(fit.network, example, name.format(k=k))
+        with tempfile.TemporaryDirectory(prefix="emoprune-model-") as scratch:
+            log_model(package(k, fit, Path(scratch)), name.format(k=k))
 
     return log
 
