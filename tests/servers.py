@@ -184,9 +184,10 @@ def psql(uri: str, sql: str) -> str:
 
 
 @contextmanager
-def file_server(files: dict[str, bytes]) -> Iterator[str]:
-    """A plain HTTP server on a free loopback port serving ``files`` ({"/name": body}; 404
-    otherwise), in a thread; yields its base URL."""
+def file_server(files: dict[str, bytes], missing: int = 404) -> Iterator[str]:
+    """A plain HTTP server on a free loopback port serving ``files`` ({"/name": body}; status
+    ``missing`` otherwise, e.g. 401 as a login-protected server answers), in a thread; yields
+    its base URL."""
     import http.server
     import threading
 
@@ -194,12 +195,14 @@ def file_server(files: dict[str, bytes]) -> Iterator[str]:
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
             body = files.get(self.path)
             if body is None:
-                self.send_error(404)
+                self.send_error(missing)
                 return
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        do_POST = do_GET  # noqa: N815 - an API call is refused the same way
 
         def log_message(self, *args) -> None:  # keep the test output clean
             pass

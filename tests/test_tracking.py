@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from conftest import subprocess_env
 from emoprune.errors import UserError
 from emoprune.pipeline import tracking
-from servers import free_port
+from servers import file_server, free_port
 
 
 def test_uri_env_wins(clean_env, tmp_path):
@@ -70,6 +70,19 @@ def test_unreachable_server_fails_fast_naming_the_uri(clean_env, tmp_path):
     assert time.monotonic() - start < 30
     message = str(exc.value)
     assert "unreachable" in message and "127.0.0.1" in message and "pw" not in message
+
+
+def test_a_server_refusing_the_credentials_is_one_line(clean_env, tmp_path):
+    # /health answers (reachable) but the API wants a login, as MLflow's basic-auth app does.
+    with file_server({"/health": b"OK"}, missing=401) as url:
+        clean_env.setenv("MLFLOW_TRACKING_URI", url)
+        clean_env.chdir(tmp_path)
+        with pytest.raises(UserError) as exc:
+            with tracking.stage_run("ingest", "emoprune", {}):
+                pass
+    message = str(exc.value)
+    assert "refused access (401)" in message and "MLFLOW_TRACKING_USERNAME" in message
+    assert "\n" not in message and not list(tmp_path.iterdir())  # nothing written
 
 
 @pytest.fixture

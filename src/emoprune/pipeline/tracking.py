@@ -110,7 +110,30 @@ def configure(root: Path | None = None) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(SERVER_TIMEOUT_S))
     mlflow.set_tracking_uri(_with_sqlite_timeout(uri))
+    check_access(uri)
     return uri
+
+
+def check_access(uri: str) -> None:
+    """One cheap authenticated call to an HTTP server, so missing or wrong credentials (a
+    basic-auth server) stop the stage in one line before it writes anything, not with a
+    traceback from its first log call. Uses MLflow's own client, so every auth method it
+    supports (env credentials, tokens, auth plugins) is what gets checked."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except MlflowException as exc:
+        code = re.search(r"error code (401|403)\b", str(exc))
+        if code is None:
+            raise
+        raise UserError(
+            f"MLflow tracking server {mask_uri(uri)} refused access ({code.group(1)}): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+        ) from None
 
 
 # MLflow 3.17's UI opens an experiment on the page of its sidebar's workflow switch (GenAI by
