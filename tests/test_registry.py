@@ -20,8 +20,11 @@ class Doubler(mlflow.pyfunc.PythonModel):
 def store(clean_env, tmp_path):
     clean_env.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    exp = mlflow.set_experiment("emoprune")
-    yield tmp_path, exp.experiment_id
+    exp_id = MlflowClient().create_experiment("emoprune")
+    # Through the environment, undone after the test: mlflow.set_experiment would leave this
+    # store's experiment id active for the next test's fresh store.
+    clean_env.setenv("MLFLOW_EXPERIMENT_NAME", "emoprune")
+    yield tmp_path, exp_id
     mlflow.end_run()
 
 
@@ -31,8 +34,8 @@ def _train(root, folder, name, content):
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_bytes(content)
     with mlflow.start_run() as run:
-        mlflow.pyfunc.log_model(name=name, python_model=Doubler())
-        registry.tag_logged_model(checkpoint)
+        info = mlflow.pyfunc.log_model(name=name, python_model=Doubler())
+        registry.tag_logged_model(info.model_id, checkpoint)
     return run.info.run_id
 
 
