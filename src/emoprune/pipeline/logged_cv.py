@@ -38,7 +38,7 @@ def cross_validate_logged(
 
 def _logged_and_tagged(log_model, out):
     def on_fold_end(k, fit):
-        log_model(k, fit)
-        registry.tag_logged_model(Path(out) / f"fold{k}.pt")
+        info = log_model(k, fit)
+        registry.tag_logged_model(info.model_id, Path(out) / f"fold{k}.pt")
 
     return on_fold_end

@@ -44,13 +44,11 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def tag_logged_model(checkpoint: str | Path) -> None:
-    """Tag the model this process logged last with the SHA-256 of ``checkpoint``."""
+def tag_logged_model(model_id: str, checkpoint: str | Path) -> None:
+    """Tag logged model ``model_id`` with the SHA-256 of the ``checkpoint`` it was made from."""
     import mlflow
 
-    model = mlflow.last_logged_model()
-    if model is not None:
-        mlflow.set_logged_model_tags(model.model_id, {CHECKPOINT_TAG: sha256(checkpoint)})
+    mlflow.set_logged_model_tags(model_id, {CHECKPOINT_TAG: sha256(checkpoint)})
 
 
 def find_logged(experiment_id: str, name: str, digest: str) -> str | None:
@@ -119,7 +117,7 @@ def register_models(
                 print(f"warning: no MLflow model was logged from {checkpoint}; not registered")
                 continue
             model_id = log_again(model, checkpoint, name)
-            mlflow.set_logged_model_tags(model_id, {CHECKPOINT_TAG: digest})
+            tag_logged_model(model_id, checkpoint)
         tags = version_tags(model, params, metrics, run_tags) | {CHECKPOINT_TAG: digest}
         version = mlflow.register_model(f"models:/{model_id}", registered, tags=tags)
         client.set_registered_model_alias(registered, alias, version.version)

@@ -149,9 +149,9 @@ def ui_link(base: str, experiment: str | None = None, root: Path | None = None) 
     from mlflow.tracking import MlflowClient
 
     root = root or project_root()
-    name = experiment or read_yaml(root / "params.yaml").get("mlflow", {}).get("experiment")
+    name = experiment or experiment_name(root)
     exp = None
-    if name and (root / "mlflow.db").is_file():
+    if (root / "mlflow.db").is_file():
         mlflow_uri = _with_sqlite_timeout(f"sqlite:///{root / 'mlflow.db'}")
         exp = MlflowClient(tracking_uri=mlflow_uri).get_experiment_by_name(name)
     page = f"experiments/{exp.experiment_id}" if exp else "experiments"
@@ -164,9 +164,18 @@ def prepare_ui(base: str, root: Path | None = None) -> str:
     from emoprune.pipeline import store
 
     root = root or project_root()
-    name = read_yaml(root / "params.yaml").get("mlflow", {}).get("experiment") or "emoprune"
+    name = experiment_name(root)
     store.relocate_if_moved(root, tracking_uri(root), name, SQLITE_TIMEOUT_S)
     return ui_link(base, name, root)
+
+
+def experiment_name(root: Path) -> str:
+    """params.yaml's ``mlflow.experiment`` at ``root``; its default when unset."""
+    from emoprune.pipeline.params import MlflowParams
+
+    return (read_yaml(root / "params.yaml").get("mlflow") or {}).get(
+        "experiment"
+    ) or MlflowParams().experiment
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
@@ -310,12 +319,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
+PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000  # MLflow's limits per log_batch call
+
+
+def log_batches(client: Any, run_id: str, *, params: Any = (), metrics: Any = ()) -> None:
+    """``client.log_batch`` of ``params`` / ``metrics`` (MLflow entities), split at MLflow's
+    per-call limits."""
+    params, metrics = list(params), list(metrics)
+    for i in range(0, len(params), PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=params[i : i + PARAMS_PER_BATCH])
+    for i in range(0, len(metrics), METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[i : i + METRICS_PER_BATCH])
+
+
 def _log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, str(v)) for k, v in params.items()]
-    for i in range(0, len(items), 100):  # MLflow's limit of params per log_batch call
-        client.log_batch(run_id, params=items[i : i + 100])
+    log_batches(client, run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
 
 def headline_metrics(root: str | Path = ".") -> dict[str, float]:
@@ -342,8 +362,7 @@ def log_pipeline_metrics(client: Any, run_id: str) -> None:
     current = client.get_run(run_id).data.metrics
     now = int(time.time() * 1000)
     changed = [Metric(k, v, now, 0) for k, v in headline_metrics().items() if current.get(k) != v]
-    for i in range(0, len(changed), 1000):
-        client.log_batch(run_id, metrics=changed[i : i + 1000])
+    log_batches(client, run_id, metrics=changed)
 
 
 def run_name(stage: str, params: Mapping[str, Any]) -> str:
@@ -510,8 +529,6 @@ class MetricBuffer:
     live) and when the stage's run ends.
     """
 
-    BATCH = 1000  # MLflow's limit of metrics per log_batch call
-
     def __init__(self, every_s: float = 15.0):
         self.every_s = every_s
         self.pending: list[Any] = []
@@ -537,9 +554,7 @@ class MetricBuffer:
 
         run = mlflow.active_run()
         if run is not None and self.pending:
-            client = MlflowClient()
-            for i in range(0, len(self.pending), self.BATCH):
-                client.log_batch(run.info.run_id, metrics=self.pending[i : i + self.BATCH])
+            log_batches(MlflowClient(), run.info.run_id, metrics=self.pending)
         self.pending = []
         self.last_flush = time.monotonic()
 
@@ -629,16 +644,17 @@ def log_comparison(headline: Mapping[str, float], reports: str | Path) -> None:
 def fold_model_logger(name: str, package: Any):
     """A ``cross_validate`` ``on_fold_end`` hook logging each fold's model as ``name.format(k=k)``.
 
-    ``package(k, fit, scratch)`` gives what ``log_model`` logs (``packaged.fold_packager``: the
+    It returns ``log_model``'s ``ModelInfo``. ``package(k, fit, scratch)`` gives what
+    ``log_model`` logs (``packaged.fold_packager``: the
     fold's checkpoint with its preprocessing, as a pyfunc). Passed in rather than imported, so
     the stages that only track runs do not depend on the model code. ``scratch`` is a temporary
     folder outside the stage's DVC outputs, removed once the model is logged.
     """
     import tempfile
 
-    def log(k: int, fit: Any) -> None:
+    def log(k: int, fit: Any) -> Any:
         with tempfile.TemporaryDirectory(prefix="emoprune-model-") as scratch:
-            log_model(package(k, fit, Path(scratch)), name.format(k=k))
+            return log_model(package(k, fit, Path(scratch)), name.format(k=k))
 
     return log
 
