@@ -67,4 +67,4 @@ def main(p: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("finetune_resnet", main, sections=("seed", "device", "finetune", "resize"))
+    run_stage("finetune_resnet", main, ("seed", "device", "precision", "finetune", "resize"))

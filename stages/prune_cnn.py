@@ -66,4 +66,4 @@ def main(p: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("prune_cnn", main, sections=("seed", "device", "cnn", "prune"))
+    run_stage("prune_cnn", main, sections=("seed", "device", "precision", "cnn", "prune"))

@@ -46,4 +46,4 @@ def main(p: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("train_cnn", main, sections=("seed", "device", "cnn", "resize"))
+    run_stage("train_cnn", main, sections=("seed", "device", "precision", "cnn", "resize"))

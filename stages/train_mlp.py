@@ -27,7 +27,7 @@ def main(p: Params) -> None:
 
     with atomic_path(OUT) as tmp:
         tmp.mkdir()
-        cv = cross_validate_logged(p, fit_fold, tmp, model_name="model_fold{k}")
+        cv = cross_validate_logged(p, fit_fold, tmp, model_name="model_fold{k}", conv_net=False)
     n_params = count_parameters(cv.last.model)
     details = cv.summary(n_inputs=2 * p.mlp.pca_components, n_params=n_params, epochs=p.mlp.epochs)
     reports.write_training_reports(REPORTS, "PCA + MLP", cv.epoch_rows)

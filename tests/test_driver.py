@@ -73,3 +73,21 @@ def test_plateau_bar_is_twice_chance():
     assert plateau_folds(per_fold, 7) == [0]  # 2/7 = 0.2857
     # With 2 classes twice chance would be 100%: the bar stops halfway from chance to perfect.
     assert plateau_folds(per_fold, 2) == [0, 1] and plateau_bar(2) == 0.75
+
+
+def test_precision_reaches_each_fold_and_the_summary(tmp_path):
+    x, y = data()
+    seen = []
+
+    def fit_fold(fold):
+        seen.append(fold.precision)
+        train, val = np.arange(0, 50), np.arange(50, 70)
+        return FoldFit(Oracle(), [], (x[train], y[train]), (x[val], y[val]))
+
+    cpu = torch.device("cpu")
+    cv = cross_validate([0, 1], 1, fit_fold, classes=CLASSES, device=cpu, out=tmp_path)
+    assert seen == ["fp32", "fp32"] and "precision" not in cv.summary()  # the MLP's case
+    cv = cross_validate(
+        [0], 1, fit_fold, classes=CLASSES, device=cpu, out=tmp_path, precision="bf16"
+    )
+    assert seen[-1] == "bf16" and cv.summary()["precision"] == "bf16"

@@ -22,6 +22,7 @@ import tinyrepo
 from conftest import subprocess_env
 from emoprune.data.ingest import read_manifest
 from emoprune.pipeline.tracking import flatten, headline_metrics
+from emoprune.training.loop import resolve_precision
 
 pytestmark = pytest.mark.e2e
 
@@ -188,13 +189,22 @@ def test_train_cnn_outputs_and_tracking(pipeline):
         assert set(details["per_fold"]) == {"0", "1"} and key in details["per_fold"]["0"]
     assert details["n_params"] == 1_328_615
     metrics = json.loads((repo / "reports/train_cnn/metrics.json").read_text())
+    # precision: auto resolved for this CPU, recorded in the metrics and on the run
+    precision = resolve_precision("auto", torch.device("cpu"))
+    assert details["precision"] == precision
     assert metrics == {
-        "cnn": {"acc": details["val_acc"], "f1": details["val_f1"], "n_params": 1_328_615}
+        "cnn": {
+            "acc": details["val_acc"],
+            "f1": details["val_f1"],
+            "n_params": 1_328_615,
+            "precision": precision,
+        }
     }
     epochs = (repo / "reports/train_cnn/epochs.tsv").read_text().splitlines()
     assert epochs[0].split("\t")[:3] == ["epoch", "train_loss", "train_acc"] and len(epochs) == 3
     client, all_runs = runs(repo)
     run = next(r for r in all_runs if r.data.tags.get("dvc.stage") == "train_cnn")
+    assert run.data.tags["precision"] == precision and run.data.params["precision"] == "auto"
     for name in (
         "fold0/train_loss",
         "fold1/val_acc",

@@ -31,6 +31,7 @@ def test_repo_params_load_and_hold_the_papers_defaults():
         ({"optimiser": {}}, "params.yaml: unknown key optimiser"),
         ({"resize": {"cnn": 32}}, "resize.cnn must be >= 67"),
         ({"device": "tpu"}, "device must be one of auto, cpu, cuda"),
+        ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16"),
         ({"data": {"classes": "Happy"}}, "data.classes must be a list of strings"),
         ({"data": {"classes": ["Happy", "happy"]}}, "data.classes must list at least two distinct"),
         ({"cv": None}, "cv must be a mapping"),

@@ -20,6 +20,7 @@ from emoprune.training.loop import (
     fit,
     predict_proba,
     resolve_device,
+    resolve_precision,
     seed_everything,
     to_tensor_images,
 )
@@ -315,6 +316,40 @@ def test_resolve_device(monkeypatch):
         resolve_device("tpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_resolve_precision_follows_the_hardware(monkeypatch):
+    for avx512_bf16, amx, expected in (
+        (True, False, "bf16"),
+        (False, True, "bf16"),
+        (False, False, "fp32"),
+    ):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert resolve_precision("auto", CPU) == expected
+    # An explicit choice wins, also where bf16 would only be emulated.
+    assert resolve_precision("bf16", CPU) == "bf16" and resolve_precision("fp32", CPU) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    with pytest.raises(UserError, match="precision"):
+        resolve_precision("fp16", CPU)
+
+
+def test_bf16_autocast_trains_in_bf16_and_keeps_float32_weights():
+    # The same seeds and batches: bf16 rounding moves the numbers a little, not the learning.
+    model32, _, h32 = run(epochs=12)
+    model16, opt16, h16 = run(epochs=12, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in model16.parameters())
+    assert all(
+        t.dtype == torch.float32 for st in opt16.state.values() for t in st.values() if t.ndim
+    )
+    assert h16[-1].train_acc > 0.9 and h16[-1].val_acc > 0.9
+    assert abs(h16[-1].val_acc - h32[-1].val_acc) <= 0.05
+    assert comparable(h16) != comparable(h32)  # it really ran in bf16
+    w32, w16 = model32[-1].weight, model16[-1].weight
+    assert torch.allclose(w16, w32, atol=0.1) and not torch.equal(w16, w32)
+    with pytest.raises(ValueError, match="precision"):
+        run(epochs=1, precision="fp16")
 
 
 def test_fit_rejects_mismatched_inputs():

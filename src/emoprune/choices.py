@@ -11,6 +11,8 @@ from typing import Literal, get_args
 EMOTIONS = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
 
 Device = Literal["auto", "cpu", "cuda"]
+# Training arithmetic: bf16 autocast where the hardware has it (AVX512-BF16/AMX, or a GPU).
+Precision = Literal["auto", "fp32", "bf16"]
 GroupBy = Literal["none", "clip"]
 
 Activation = Literal["sigmoid", "relu", "tanh"]

@@ -41,6 +41,7 @@ from emoprune.choices import (
     GroupBy,
     HiddenLayer,
     Init,
+    Precision,
     PruneMode,
     Weights,
 )
@@ -221,6 +222,7 @@ class Params(Section):
 
     seed: Int = Field(42, ge=0)
     device: Device = "auto"
+    precision: Precision = "auto"  # the CNN and ResNet training steps
     mlflow: MlflowParams = MlflowParams()
     data: DataParams = DataParams()
     cv: CVParams = CVParams()

@@ -106,16 +106,19 @@ def headline(
     model: str, details: Mapping[str, Any], n_params: float, **extra: Any
 ) -> dict[str, Any]:
     """What a stage's metrics.json declares to `dvc exp show`: the model's held-out accuracy
-    and macro-F1 (mean and std over folds), its parameters and ``extra`` (neurons removed).
+    and macro-F1 (mean and std over folds), its parameters, the training precision (conv nets)
+    and ``extra`` (neurons removed).
 
     Keyed by the model, so that each column name is unique across the pipeline's metrics
     files and DVC shows it without its file's path.
     """
+    precision = {"precision": details["precision"]} if "precision" in details else {}
     return {
         model: {
             "acc": dict(details["val_acc"]),
             "f1": dict(details["val_f1"]),
             "n_params": n_params,
+            **precision,  # a string column: which arithmetic produced these numbers
             **extra,
         }
     }

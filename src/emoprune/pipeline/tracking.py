@@ -572,6 +572,14 @@ def flush_metrics() -> None:
     _buffer.flush()
 
 
+def set_tag(key: str, value: str) -> None:
+    """Tag the active run (a stage's); nothing outside one (unit tests of a stage's parts)."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.set_tag(key, value)
+
+
 def epoch_logger(prefix: str):
     """A ``fit`` callback logging one epoch's loss/accuracy as ``<prefix>train_loss`` etc."""
 

@@ -76,6 +76,7 @@ def prune_fold(
         augment=cnn.augment,
         desc=f"prune fold {fold.k}",
         callbacks=[*fold.callbacks, pruner],
+        precision=fold.precision,
     )
     small, sizes = _shrink_and_size(model, mask, fold.device)
     metrics = {
@@ -171,6 +172,7 @@ def baseline_fold(
             augment=cnn.augment,
             desc=f"{kind} fold {fold.k}",
             callbacks=[*fold.callbacks, removal],
+            precision=fold.precision,
         )
     small, sizes = _shrink_and_size(model, mask, fold.device)
     return FoldFit(

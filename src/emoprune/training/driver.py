@@ -36,6 +36,7 @@ class FoldContext:
     classes: tuple[str, ...]
     out: Path
     callbacks: tuple[Callback, ...] = ()
+    precision: str = "fp32"  # of the conv nets' training steps (loop.fit)
 
     def with_callbacks(self, *more: Callback) -> FoldContext:
         """The same fold with ``more`` callbacks after the stage's own."""
@@ -77,6 +78,7 @@ class CVResult:
     predictions: dict[int, np.ndarray]
     last: FoldFit
     n_classes: int
+    precision: str | None = None  # of the training steps; None where it does not apply (MLP)
 
     @property
     def plateau_folds(self) -> list[int]:
@@ -90,6 +92,7 @@ class CVResult:
             "per_fold": {str(k): v for k, v in self.per_fold.items()},
             "n_folds": len(self.per_fold),
             "plateau_folds": self.plateau_folds,
+            **({} if self.precision is None else {"precision": self.precision}),
             **extra,
         }
 
@@ -104,14 +107,16 @@ def cross_validate(
     out: str | Path,
     callbacks: Callable[[int], Sequence[Callback]] = lambda k: (),
     on_fold_end: Callable[[int, FoldFit], None] | None = None,
+    precision: str | None = None,
 ) -> CVResult:
     """Run ``fit_fold(context)`` for each fold, score it, and collect the results.
 
     Every source of randomness is seeded from (``seed``, fold) before ``fit_fold`` runs, so a
     fold's result does not depend on which folds ran before it. ``callbacks(k)`` gives fold k's
     per-epoch callbacks. The validation probabilities are written to ``out/val_proba.npz``.
-    ``on_fold_end(k, fit)`` runs after scoring (e.g. to log the model, which may move it to the
-    CPU).
+    ``precision`` (``fp32`` | ``bf16``) goes into each fold's context, for the recipes that
+    honour it; None (the MLP, always float32) leaves it out of the summary. ``on_fold_end(k,
+    fit)`` runs after scoring (e.g. to log the model, which may move it to the CPU).
     """
     per_fold: dict[int, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
@@ -119,7 +124,13 @@ def cross_validate(
     fit = None
     for k in fold_ids:
         context = FoldContext(
-            k, fold_seed(seed, k), device, tuple(classes), Path(out), tuple(callbacks(k))
+            k,
+            fold_seed(seed, k),
+            device,
+            tuple(classes),
+            Path(out),
+            tuple(callbacks(k)),
+            precision or "fp32",
         )
         seed_everything(context.seed)
         fit = fit_fold(context)
@@ -139,4 +150,4 @@ def cross_validate(
     if fit is None:
         raise ValueError("cross_validate needs at least one fold")
     np.savez(Path(out) / PROBA_FILE, **{f"fold{k}": v for k, v in predictions.items()})
-    return CVResult(per_fold, rows, predictions, fit, len(classes))
+    return CVResult(per_fold, rows, predictions, fit, len(classes), precision)

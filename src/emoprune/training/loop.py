@@ -49,6 +49,24 @@ def resolve_device(name: str) -> torch.device:
     raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 matmuls natively: a GPU that reports it, or a CPU with
+    AVX512-BF16 or AMX (elsewhere torch emulates bf16, slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where ``bf16_supported(device)``, else ``fp32``; ``fp32``; ``bf16``
+    (also where only emulated: slower, but the user asked for it)."""
+    if name == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    if name in ("fp32", "bf16"):
+        return name
+    raise UserError(f"precision must be 'auto', 'fp32' or 'bf16', got {name!r}")
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and CUDA) and ask torch for deterministic kernels."""
     random.seed(seed)
@@ -185,6 +203,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     desc: str = "train",
     progress: bool = True,
+    precision: str = "fp32",
 ) -> list[EpochStats]:
     """Train ``model`` with cross-entropy for epochs ``start_epoch + 1 .. epochs``.
 
@@ -199,12 +218,17 @@ def fit(
         scheduler: stepped once per epoch, before the callbacks (so a checkpoint written by a
             callback holds the scheduler state the next epoch starts from).
         callbacks: called in order after each epoch's validation with (stats, model).
+        precision: ``fp32`` or ``bf16`` (``resolve_precision``): bf16 autocasts the training
+            forward pass and loss (weights, Adam's state and gradients stay float32); the
+            per-epoch validation, and everything scored or pruned after it, runs in float32.
 
     Returns:
         One EpochStats per epoch trained (empty if ``start_epoch >= epochs``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     _check_pair("train", train)
     if val is not None:
         _check_pair("val", val)
@@ -243,8 +267,9 @@ def fit(
             targets = _to_device(y_train[idx], device)
             if augment:
                 inputs = augment_batch(inputs, generator)
-            logits = model(inputs)
-            loss = F.cross_entropy(logits, targets)
+            with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(inputs)
+                loss = F.cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

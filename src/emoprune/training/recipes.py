@@ -61,6 +61,7 @@ def train_cnn_fold(cfg: Any, data: FoldTensors, fold: FoldContext, in_size: int)
         augment=cfg.augment,
         desc=f"cnn fold {fold.k}",
         callbacks=[*fold.callbacks, every],
+        precision=fold.precision,
     )
     ckpt.save_cnn(ckpt.checkpoint_path(fold.out, fold.k), model, epoch=cfg.epochs, **meta)
     seconds = float(np.mean([h.seconds for h in history]))
@@ -177,6 +178,7 @@ def finetune_resnet_fold(
         seed=fold.seed,
         desc=f"{arch}{' (frozen)' if cfg.freeze_backbone else ''} fold {fold.k}",
         callbacks=fold.callbacks,
+        precision=fold.precision,
     )
     _save_resnet(model, arch, weights, fold)  # the whole network, also when only fc trained
     return FoldFit(
