@@ -59,12 +59,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(n: int = 2048, reps: int = 7, device: str = "cpu") -> float:
-    """Median float32 torch.mm GFLOP/s for n x n: the machine's practical peak."""
+def matmul_gflops(
+    n: int = 2048, reps: int = 7, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """Median torch.mm GFLOP/s for n x n in ``dtype``: the machine's practical peak."""
     device = torch.device(device)
     if device.type == "cuda":
         n = max(n, 8192)  # a small product leaves most of a GPU idle
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     torch.mm(a, b)  # warm-up: thread pool, allocator, cuBLAS handle
     _sync(device)
     times = []
@@ -89,7 +91,7 @@ def _bare_epoch(model, optimizer, batches, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _fit_epoch(model, optimizer, data, device: torch.device) -> float:
+def _fit_epoch(model, optimizer, data, device: torch.device, precision: str = "fp32") -> float:
     _sync(device)
     start = time.perf_counter()
     fit(
@@ -102,6 +104,7 @@ def _fit_epoch(model, optimizer, data, device: torch.device) -> float:
         device=device,
         seed=0,
         progress=False,
+        precision=precision,
     )
     _sync(device)
     return time.perf_counter() - start
@@ -349,10 +352,17 @@ def cnn_rows(smoke: bool, device: str = "cpu") -> list[dict]:
         for name, step in pair if rep % 2 == 0 else pair[::-1]:
             (bare if name == "bare" else fitted).append(n / step())
     bare_ips, fit_ips = statistics.median(bare), statistics.median(fitted)
+    # The same fit in bf16 autocast (precision: bf16), interleaved with nothing: its own median.
+    _fit_epoch(model, optimizer, (x[: 2 * BATCH], y[: 2 * BATCH]), device, "bf16")
+    bf16_ips = statistics.median(
+        n / _fit_epoch(model, optimizer, (x, y), device, "bf16") for _ in range(max(2, reps // 2))
+    )
 
     flops_train = 3 * forward_flops_per_image(CNN(), 227)  # backward ~= 2x forward
     achieved = fit_ips * flops_train / 1e9
     peak = matmul_gflops(reps=3 if smoke else 11, device=str(device))
+    peak_bf16 = matmul_gflops(reps=3 if smoke else 11, device=str(device), dtype=torch.bfloat16)
+    achieved_bf16 = bf16_ips * flops_train / 1e9
     # Other processes on a small machine skew throughput (not the interleaved ratio as much).
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     common = (
@@ -396,6 +406,26 @@ def cnn_rows(smoke: bool, device: str = "cpu") -> list[dict]:
             "ratio": achieved / peak,
             "note": f"fit throughput x {flops_train / 1e6:.0f} MFLOP/image (3x forward); "
             "ratio = fraction of measured matmul peak",
+        },
+        {
+            "group": "training",
+            "name": "matmul_bf16_gflops",
+            "value": peak_bf16,
+            "unit": "GFLOP/s",
+            "baseline": peak,
+            "ratio": peak_bf16 / peak,
+            "note": f"torch.mm bfloat16 on {_where(device)}; ratio = over float32 (about 1 "
+            "where bf16 is only emulated)",
+        },
+        {
+            "group": "training",
+            "name": "cnn_train_bf16_gflops",
+            "value": achieved_bf16,
+            "unit": "GFLOP/s",
+            "baseline": peak_bf16,
+            "ratio": achieved_bf16 / peak_bf16,
+            "note": f"fit with precision bf16: {bf16_ips:.0f} img/s, {bf16_ips / fit_ips:.2f}x "
+            "float32's; ratio = fraction of the bf16 matmul peak",
         },
     ]
 

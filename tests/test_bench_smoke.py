@@ -28,10 +28,10 @@ def test_targets_are_checked_and_summarised():
         {"name": "peak_rss", "value": 900.0, "unit": "MiB", "ratio": 0.2},
     ]
     check_targets(rows)
-    assert [r.get("met") for r in rows] == [True, False, False, None]
-    assert rows[2]["target"] == "value < 300"
+    assert [r.get("met") for r in rows] == [True, False, False, True]
+    assert rows[2]["target"] == "value < 120"
     lines = summary(rows).splitlines()
-    assert len(lines) == 2 + len(rows) and lines[3].rstrip().endswith("NO")
+    assert len(lines) == 2 + len(rows) and lines[3].rstrip().endswith("NOT met")
 
 
 def test_make_bench_writes_both_reports(tmp_path):
