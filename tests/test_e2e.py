@@ -204,7 +204,9 @@ def test_train_cnn_outputs_and_tracking(pipeline):
     assert epochs[0].split("\t")[:3] == ["epoch", "train_loss", "train_acc"] and len(epochs) == 3
     client, all_runs = runs(repo)
     run = next(r for r in all_runs if r.data.tags.get("dvc.stage") == "train_cnn")
-    assert run.data.tags["precision"] == precision and run.data.params["precision"] == "auto"
+    assert (
+        run.data.tags["precision"] == precision and run.data.params["precision.precision"] == "auto"
+    )
     for name in (
         "fold0/train_loss",
         "fold1/val_acc",
