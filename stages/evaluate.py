@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emoprune.data.folds import folds_from_records
 from emoprune.data.ingest import read_manifest
 from emoprune.evaluation.leakage import duplicate_twins
 from emoprune.evaluation.report import comparison_markdown
@@ -14,7 +15,6 @@ from emoprune.pipeline import compare, datasets, registry, reports, tracking
 from emoprune.pipeline.outputs import write_json, write_text
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
-from emoprune.training.crossval import folds_from_records
 
 REPORTS = Path("reports/evaluate")
 

@@ -6,13 +6,13 @@ import mlflow
 import numpy as np
 
 from emoprune.data.arrays import load_images
+from emoprune.data.folds import load_folds
 from emoprune.errors import UserError
 from emoprune.evaluation import figures
 from emoprune.features import compute_descriptors
 from emoprune.pipeline.outputs import atomic_path, write_json
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
-from emoprune.training.crossval import load_folds
 
 OUT = "outputs/features"
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from emoprune.data.arrays import load_images
+from emoprune.data.folds import load_folds
 from emoprune.models.cnn import count_parameters
 from emoprune.models.resnet import PRETRAINED_DIR, placed_weights, prepare_inputs
 from emoprune.pipeline import reports
@@ -17,7 +18,6 @@ from emoprune.pipeline.logged_cv import cross_validate_logged
 from emoprune.pipeline.outputs import atomic_path
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
-from emoprune.training.crossval import load_folds
 from emoprune.training.recipes import finetune_resnet_fold
 
 OUT, REPORTS = "outputs/models/resnet", "reports/finetune_resnet"

@@ -4,13 +4,13 @@ the top components of LPQ and of PHOG, a sigmoid MLP trained on them, scored on 
 import mlflow
 import numpy as np
 
+from emoprune.data.folds import load_folds
 from emoprune.models.cnn import count_parameters
 from emoprune.pipeline import reports, tracking
 from emoprune.pipeline.logged_cv import cross_validate_logged
 from emoprune.pipeline.outputs import atomic_path
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
-from emoprune.training.crossval import load_folds
 from emoprune.training.recipes import train_mlp_fold
 
 FEATURES, OUT, REPORTS = "outputs/features", "outputs/models/mlp", "reports/train_mlp"

@@ -3,10 +3,13 @@ import pytest
 import torch
 
 from emoprune.choices import EMOTIONS
+from emoprune.data import folds as data_folds
+from emoprune.data.folds import Folds, load_folds
 from emoprune.data.ingest import build_manifest, manifest_csv
 from emoprune.evaluation.statistics import mean_rows, mean_std, summarise
 from emoprune.pipeline.outputs import write_text
-from emoprune.training.crossval import Folds, fold_tensors, load_folds
+from emoprune.training import crossval
+from emoprune.training.crossval import fold_tensors
 
 
 def make_folds():
@@ -14,6 +17,12 @@ def make_folds():
     return Folds(
         labels=labels, assignment=np.array([[0, 1, 0, 1, 0, 1]]), n_folds=2, classes=("a", "b")
     )
+
+
+def test_crossval_re_exports_the_torch_free_folds():
+    # train_cnn and prune_cnn import the folds with the fold tensors, from training.crossval.
+    assert crossval.Folds is Folds and crossval.load_folds is load_folds
+    assert crossval.folds_from_records is data_folds.folds_from_records
 
 
 def test_split_is_disjoint_and_complete():

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from emoprune.data.images import (
     IGNORED_NAMES,
@@ -247,6 +246,9 @@ def assign_folds(
     labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int
 ) -> np.ndarray:
     """Stratified K-fold ids (N,) in 0..folds-1; with ``groups``, a group never spans folds."""
+    # Imported here: the stages that only read the manifest (resize, features) skip sklearn.
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
     labels = np.asarray(labels)
     fold_of = np.full(len(labels), -1, dtype=np.int64)
     if groups is None:

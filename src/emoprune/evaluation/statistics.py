@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 ALPHA = 0.05  # evidence bar of the paired tests, stated in every verdict
 
@@ -70,6 +69,10 @@ def corrected_ttest(diffs: Sequence[float], test_fraction: float) -> tuple[float
     ``test_fraction`` = n_test/n_train (1/(K-1) for K-fold), and J - 1 degrees of freedom.
     None when undefined (J < 2 or no variance).
     """
+    # Imported here, not at the top: scipy.stats takes ~0.4 s to import and only the paired
+    # tests need it, so the stages that merely summarise or plot (ingest, features) skip it.
+    from scipy import stats
+
     d = np.asarray(diffs, dtype=float)
     if len(d) < 2 or np.ptp(d) < 1e-12:
         return None
@@ -101,6 +104,8 @@ def paired_comparison(
     one-sentence ``verdict`` with p < 0.05 as its evidence bar. ``test_fraction`` is
     n_test/n_train of one split (default 1/(n - 1), K-fold CV over all its folds).
     """
+    from scipy import stats  # here, not at the top: see corrected_ttest
+
     common = sorted(set(a) & set(b))
     diffs = np.array([b[k] - a[k] for k in common], dtype=float)
     diffs[np.abs(diffs) < 1e-12] = 0.0  # float noise would turn "identical" into "different"

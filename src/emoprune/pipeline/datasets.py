@@ -53,7 +53,7 @@ def log_split_inputs(
     scored: bool = False,
     manifest: str | Path = MANIFEST,
 ) -> int:
-    """Log splits ``ids`` of ``folds`` (a ``training.crossval.Folds``) as the active run's
+    """Log splits ``ids`` of ``folds`` (a ``data.folds.Folds``) as the active run's
     inputs; ``scored`` logs only the validation parts, as ``evaluation`` (the evaluate stage).
     A part already logged to the run is skipped (prune_cnn cross-validates three times).
     Returns the number of datasets logged (0 without a data version)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emoprune.data.folds import load_folds
 from emoprune.pipeline import datasets, packaged, registry, tracking
 from emoprune.pipeline.params import Params
-from emoprune.training.crossval import load_folds
 from emoprune.training.driver import cross_validate
 from emoprune.training.loop import resolve_device, resolve_precision
 

@@ -18,12 +18,6 @@ import torch
 from emoprune.features.pca import fit_descriptor_pca
 from emoprune.models.cnn import CNN
 from emoprune.models.mlp import mlp
-from emoprune.models.resnet import (
-    backbone_features,
-    build_resnet,
-    make_optimizer_and_scheduler,
-    resnet_head,
-)
 from emoprune.training import checkpoints as ckpt
 from emoprune.training.crossval import FoldTensors
 from emoprune.training.driver import FoldContext, FoldFit
@@ -101,7 +95,7 @@ def train_mlp_fold(
         model,
         (x[train], y[train]),
         (x[val], y[val]),
-        optimizer=torch.optim.Adam(model.parameters(), lr=cfg.lr),
+        optimizer=adam(model, cfg.lr),
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         device=fold.device,
@@ -148,6 +142,14 @@ def finetune_resnet_fold(
     full network; ``fold<k>.pt`` holds the full network either way.
     """
     train, val = split
+    # Here, not at the top: torchvision costs ~1 s of start-up that train_mlp/train_cnn never use.
+    from emoprune.models.resnet import (
+        backbone_features,
+        build_resnet,
+        make_optimizer_and_scheduler,
+        resnet_head,
+    )
+
     model, weights = build_resnet(
         arch, len(fold.classes), cfg.weights, cfg.freeze_backbone, weights_dirs=weights_dirs
     )
