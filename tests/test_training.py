@@ -281,7 +281,8 @@ def test_to_tensor_images_layout_and_normalisation():
     images = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
     mean, std = np.array([0.5, 0.25, 0.0]), np.array([0.25, 0.5, 1.0])
     out = to_tensor_images(images, mean, std, chunk=2)
-    assert out.shape == (5, 3, 4, 6) and out.dtype == torch.float32 and out.is_contiguous()
+    assert out.shape == (5, 3, 4, 6) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last)  # the conv nets' layout
     expected = (images.astype(np.float64) / 255 - mean) / std  # (N, H, W, C)
     np.testing.assert_allclose(out.numpy(), expected.transpose(0, 3, 1, 2), atol=1e-5)
     # Known values: 255 with mean .5, std .25 -> 2; 0 -> -2.

@@ -305,7 +305,8 @@ def prepare_inputs(images_uint8_nhwc: np.ndarray, *, chunk: int = 64) -> torch.T
     out = torch.empty((n, h, w, 3), dtype=torch.float32)
     for start in range(0, n, chunk):
         part = out[start : start + chunk]
-        part.copy_(torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])))
+        # np.array copies the chunk: the images may be a read-only memory map.
+        part.copy_(torch.from_numpy(np.array(images[start : start + chunk])))
         part.mul_(scale).sub_(shift)
     return out.permute(0, 3, 1, 2)  # NCHW shape, NHWC strides == channels_last
 

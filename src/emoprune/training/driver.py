@@ -55,8 +55,8 @@ class FoldFit:
 
     model: nn.Module
     history: Sequence[EpochStats]
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
+    train: tuple[torch.Tensor, torch.Tensor] | None  # None in CVResult.last (scored, let go)
+    val: tuple[torch.Tensor, torch.Tensor] | None
     metrics: Mapping[str, Any] = field(default_factory=dict)
     notes: Mapping[str, Any] = field(default_factory=dict)
     export: nn.Module | None = None
@@ -121,7 +121,7 @@ def cross_validate(
     per_fold: dict[int, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     predictions: dict[int, np.ndarray] = {}
-    fit = None
+    last = None
     for k in fold_ids:
         context = FoldContext(
             k,
@@ -147,7 +147,11 @@ def cross_validate(
         rows += [{"fold": k, **vars(h)} for h in fit.history]
         if on_fold_end is not None:
             on_fold_end(k, fit)
-    if fit is None:
+        # Keep the last model and its notes, not its fold's tensors (images: ~1/4 GB a fold),
+        # and let go of this fold before the next one builds its own.
+        last = replace(fit, train=None, val=None)
+        del fit
+    if last is None:
         raise ValueError("cross_validate needs at least one fold")
     np.savez(Path(out) / PROBA_FILE, **{f"fold{k}": v for k, v in predictions.items()})
-    return CVResult(per_fold, rows, predictions, fit, len(classes), precision)
+    return CVResult(per_fold, rows, predictions, last, len(classes), precision)

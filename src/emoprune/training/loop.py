@@ -116,8 +116,10 @@ def to_tensor_images(
 ) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, scaled to [0, 1] then ``(x - mean) / std``.
 
-    Filled chunk by chunk into one preallocated contiguous tensor, so the peak memory is the
-    output plus one chunk (a whole-array ``permute().float()`` would need two float copies).
+    Filled chunk by chunk into one preallocated tensor, so the peak memory is the output plus
+    one chunk (a whole-array ``permute().float()`` would need two float copies). The result is
+    channels_last (an NHWC buffer seen as NCHW), the conv nets' layout: gathering a batch from
+    it is a plain row copy, and no copy is made again in the forward pass.
     """
     images = np.asarray(images_uint8_nhwc)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -128,10 +130,11 @@ def to_tensor_images(
     scale = (1.0 / (255.0 * std_t)).float()  # (x/255 - m)/s == x * scale - shift
     shift = (mean_t / std_t).float()
     n, h, w, _ = images.shape
-    out = torch.empty((n, 3, h, w), dtype=torch.float32)
+    out = torch.empty((n, 3, h, w), dtype=torch.float32, memory_format=torch.channels_last)
     for start in range(0, n, chunk):
         part = out[start : start + chunk]
-        part.copy_(torch.from_numpy(images[start : start + chunk]).permute(0, 3, 1, 2))
+        # np.array copies the chunk: the images may be a read-only memory map.
+        part.copy_(torch.from_numpy(np.array(images[start : start + chunk])).permute(0, 3, 1, 2))
         part.mul_(scale).sub_(shift)
     return out
 
@@ -243,7 +246,12 @@ def fit(
     batch_buffer = None
     if device.type == "cpu" and x_train.device.type == "cpu" and not x_train.requires_grad:
         rows = min(batch_size, n)
-        batch_buffer = torch.empty((rows, *x_train.shape[1:]), dtype=x_train.dtype)
+        # Images (N, C, H, W) are gathered into channels_last, the conv nets' layout (no copy in
+        # the model's forward); index_select writes into the buffer's strides.
+        layout = torch.channels_last if x_train.dim() == 4 else torch.contiguous_format
+        batch_buffer = torch.empty(
+            (rows, *x_train.shape[1:]), dtype=x_train.dtype, memory_format=layout
+        )
 
     bar = tqdm(total=epochs, initial=start_epoch, desc=desc, unit="epoch", disable=not progress)
     for epoch in range(start_epoch + 1, epochs + 1):
@@ -281,7 +289,7 @@ def fit(
         val_loss = val_acc = None
         if val is not None:
             val_loss, val_acc = evaluate(
-                model, *val, batch_size=max(batch_size, 256), device=device
+                model, *val, batch_size=eval_batch_size(val[0], at_least=batch_size), device=device
             )  # restores train mode
 
         if scheduler is not None:
@@ -311,16 +319,30 @@ def fit(
     return history
 
 
+# Bytes of inputs per inference batch. Activations peak at a multiple of it (a ResNet's first
+# conv output is ~5x its 224 px input): 256 ResNet images at once held ~2 GB for one layer.
+EVAL_BATCH_BYTES = 16 << 20
+
+
+def eval_batch_size(x: torch.Tensor, at_least: int = 1, at_most: int = 256) -> int:
+    """Rows of ``x`` (N, ...) per inference batch: ~``EVAL_BATCH_BYTES`` of inputs, within
+    [``at_least``, ``at_most``]."""
+    per_row = max(1, x[0].numel() * x.element_size()) if len(x) else 1
+    return max(at_least, min(at_most, EVAL_BATCH_BYTES // per_row))
+
+
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: torch.device | str,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on (x (N, ...), y (N,)), in eval mode."""
+    """Mean cross-entropy and accuracy of ``model`` on (x (N, ...), y (N,)), in eval mode;
+    ``batch_size`` defaults to ``eval_batch_size(x)``."""
     device = torch.device(device)
+    batch_size = batch_size or eval_batch_size(x)
     was_training = model.training
     model.to(device).eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -337,10 +359,12 @@ def evaluate(
 
 
 def predict_proba(
-    model: nn.Module, x: torch.Tensor, *, batch_size: int = 256, device: torch.device | str
+    model: nn.Module, x: torch.Tensor, *, batch_size: int | None = None, device: torch.device | str
 ) -> np.ndarray:
-    """Softmax class probabilities (N, n_classes) float32 for inputs x (N, ...), in eval mode."""
+    """Softmax class probabilities (N, n_classes) float32 for inputs x (N, ...), in eval mode;
+    ``batch_size`` defaults to ``eval_batch_size(x)``."""
     device = torch.device(device)
+    batch_size = batch_size or eval_batch_size(x)
     was_training = model.training
     model.to(device).eval()
     chunks = []
@@ -355,7 +379,9 @@ def predict_proba(
 
 
 def adam(model: nn.Module, lr: float, state: dict | None = None) -> torch.optim.Adam:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    # fused: one kernel over all parameters; the per-tensor loop cost 4.7 ms a step on the
+    # paper's CNN (a tenth of its training time on the sample), fused 0.75 ms.
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     if state is not None:
         opt.load_state_dict(state)
     return opt
