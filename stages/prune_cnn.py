@@ -10,8 +10,8 @@ from emoprune.pipeline.outputs import atomic_path, write_json
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
 from emoprune.pruning.baselines import schedule_from_log
-from emoprune.pruning.resume import control_fold, prune_fold, save_pruned
-from emoprune.training import checkpoints as ckpt
+from emoprune.pruning.callbacks import load_unpruned_trace
+from emoprune.pruning.resume import control_fold, pruned_fold
 from emoprune.training.crossval import fold_tensors, load_folds
 
 CNN_DIR, OUT, REPORTS = "outputs/models/cnn", "outputs/models/pruned", "reports/prune_cnn"
@@ -19,13 +19,11 @@ CNN_DIR, OUT, REPORTS = "outputs/models/cnn", "outputs/models/pruned", "reports/
 
 def main(p: Params) -> None:
     q, folds, images = p.prune, load_folds(p.data.classes), load_images("cnn")
-    pruners = []
+    pruners, trace = [], load_unpruned_trace(CNN_DIR, q.mode)  # where pruning could first act
 
     def fit_fold(fold):
-        model, meta, adam_state = ckpt.load_resumable(CNN_DIR, fold.k, q.start_epoch)
         data = fold_tensors(images, folds, fold.k)
-        fit = prune_fold(q, p.cnn, model, adam_state, data, fold, log=tracking.log_metrics)
-        save_pruned(fit, meta, p.cnn.epochs, fold)
+        fit = pruned_fold(q, p.cnn, CNN_DIR, trace, data, fold, tracking.log_metrics)
         pruners.append(fit.notes["pruner"])
         return fit
 

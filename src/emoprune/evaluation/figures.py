@@ -89,11 +89,12 @@ def angle_traces(rows: Sequence[Mapping[str, float]], title: str) -> Figure:
 def angle_histograms(
     first: Mapping[str, Sequence[float]], last: Mapping[str, Sequence[float]], threshold: float
 ) -> Figure:
-    """Histogram of pairwise angles per layer at the first and the last distinctiveness check."""
+    """Histogram of pairwise angles per layer at the checkpoint pruning starts from (``first``)
+    and at the last distinctiveness check (``last``, before it pruned)."""
     layers = list(first)
     fig, axes = plt.subplots(1, len(layers), figsize=(4.5 * len(layers), 3.8), squeeze=False)
     for ax, layer in zip(axes[0], layers):
-        ax.hist(first[layer], bins=60, range=(0, 180), alpha=0.6, label="first check")
+        ax.hist(first[layer], bins=60, range=(0, 180), alpha=0.6, label="start of pruning")
         ax.hist(last[layer], bins=60, range=(0, 180), alpha=0.6, label="last check")
         for t in (threshold, 180 - threshold):
             ax.axvline(t, color="red", linewidth=1)

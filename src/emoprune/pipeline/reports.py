@@ -160,7 +160,7 @@ def print_cv(stage: str, metrics: Mapping[str, Any], *paths: str) -> None:
 
 
 def write_angle_histograms(folder: str | Path, pruners: Sequence[Any], threshold: float) -> None:
-    """The pairwise angles at the first and the last distinctiveness check, pooled over folds."""
+    """The pairwise angles at the start of pruning and at the last check, pooled over folds."""
     first, last = pool_histograms(pruners)
     if first:
         # Logged with the rest of the folder, under reports/ (write_metrics).

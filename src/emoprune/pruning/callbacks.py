@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,43 @@ def collect_activations(
                 chunks[layer].append(hidden[layer].float().cpu())
     model.train(was_training)
     return {layer: torch.cat(c).numpy() for layer, c in chunks.items()}
+
+
+TRACE_FILE = "unpruned_trace.json"
+
+
+def save_unpruned_trace(
+    folder: str | Path,
+    mode: str,
+    epoch_rows: Sequence[Mapping[str, Any]],
+    angle_rows: Sequence[Mapping[str, Any]],
+) -> None:
+    """``folder/unpruned_trace.json``: an unpruned run's epochs (EpochStats fields) and angle
+    trace rows, {fold: {"epochs": [...], "angles": [...]}}, at full float precision.
+
+    prune_cnn reads it to start each fold where a distinctiveness check could first act
+    (pruning.resume.skip_epoch): until then the pruned run *is* this run.
+    """
+    folds: dict[str, dict[str, list]] = {}
+    for key, rows in (("epochs", epoch_rows), ("angles", angle_rows)):
+        for row in rows:
+            entry = folds.setdefault(str(row["fold"]), {"epochs": [], "angles": []})
+            entry[key].append({k: v for k, v in row.items() if k != "fold"})
+    # Written into train_cnn's output folder while it is still a temporary one (atomic_path).
+    text = json.dumps({"mode": mode, "folds": folds}, indent=1)
+    (Path(folder) / TRACE_FILE).write_text(text + "\n", encoding="utf-8")
+
+
+def load_unpruned_trace(folder: str | Path, mode: str) -> dict[int, dict[str, list]]:
+    """{fold: {"epochs", "angles"}} of ``save_unpruned_trace``; empty when the file is missing
+    or traced another ``mode`` (the shortcut then does not apply)."""
+    path = Path(folder) / TRACE_FILE
+    if not path.is_file():
+        return {}
+    trace = json.loads(path.read_text(encoding="utf-8"))
+    if trace.get("mode") != mode:
+        return {}
+    return {int(k): v for k, v in trace["folds"].items()}
 
 
 class AngleTrace:
@@ -125,7 +164,26 @@ class Pruner(AngleTrace):
         self.start_epoch, self.every = start_epoch, every
         self.on_first_prune = on_first_prune
         self.log_ids: list[dict[str, Any]] = []  # the pruned neuron ids per check (JSON log)
-        self.histograms: dict[str, dict[str, np.ndarray]] = {}  # first / last check angles
+        self.histograms: dict[str, dict[str, np.ndarray]] = {}  # see snapshot
+
+    def is_check(self, epoch: int) -> bool:
+        """Whether fit's call after ``epoch`` runs a distinctiveness check (the start itself is
+        the checkpoint pruning resumes: it is traced, not checked)."""
+        return epoch > self.start_epoch and (epoch - self.start_epoch) % self.every == 0
+
+    def snapshot(self, name: str, model: CNN, acts: Mapping[str, np.ndarray]) -> None:
+        """Keep the live neurons' pairwise angles {layer: (n_pairs,)} as ``histograms[name]``:
+        ``first`` is the checkpoint pruning starts from, ``last`` the last check (before it
+        pruned)."""
+        for layer in self.layers:
+            fc_in, fc_out = model.fc_pair(layer)
+            vecs = neuron_vectors(
+                fc_in, fc_out, acts.get(layer), self.mode, activation=model.fc_activation
+            )
+            vecs[sorted(self.mask.removed[layer])] = 0
+            a = angles(vecs)
+            values = a[np.triu_indices_from(a, 1)]
+            self.histograms.setdefault(name, {})[layer] = values[~np.isnan(values)]
 
     def __call__(self, stats: EpochStats, model: nn.Module) -> None:
         epoch = stats.epoch
@@ -141,17 +199,7 @@ class Pruner(AngleTrace):
             for layer in self.layers
         )
         acts = collect_activations(model, self.x_train, self.layers, self.device) if need else {}
-        for layer in self.layers:
-            fc_in, fc_out = model.fc_pair(layer)
-            vecs = neuron_vectors(
-                fc_in, fc_out, acts.get(layer), self.mode, activation=model.fc_activation
-            )
-            vecs[sorted(self.mask.removed[layer])] = 0
-            a = angles(vecs)
-            values = a[np.triu_indices_from(a, 1)]
-            values = values[~np.isnan(values)]
-            self.histograms.setdefault("first", {}).setdefault(layer, values)
-            self.histograms.setdefault("last", {})[layer] = values
+        self.snapshot("last", model, acts)
         before = {layer: set(self.mask.removed[layer]) for layer in self.layers}
         steps = prune_model(model, acts, self.mask, self.threshold, self.mode, self.complementary)
         rows = []

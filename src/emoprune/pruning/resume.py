@@ -3,11 +3,17 @@
 Pruned and unpruned CNNs get the same number of epochs: pruning resumes train_cnn's checkpoint of
 ``start_epoch`` (weights and Adam's moments) and trains to ``epochs`` with a distinctiveness check
 every ``every`` epochs, so the two differ only by what pruning did.
+
+Until its first check that acts, the pruned run *is* train_cnn's run (same checkpoint, seeds and
+batches; a check that removes nothing changes nothing), so a fold resumes from train_cnn's latest
+checkpoint at or before that check, read off train_cnn's angle trace, and replays the skipped
+epochs' records from that trace: the same weights and records for less training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +27,61 @@ from emoprune.pruning.shrink import shrink
 from emoprune.training import checkpoints as ckpt
 from emoprune.training.crossval import FoldTensors, score
 from emoprune.training.driver import FoldContext, FoldFit
-from emoprune.training.loop import adam, fit
+from emoprune.training.loop import EpochStats, adam, fit
+
+# Degrees. The trace's angles and the check's come from the same float64 code; the margin only
+# makes a near-threshold epoch count as acting (resuming earlier is always safe).
+ANGLE_MARGIN = 1e-6
+
+
+@dataclass
+class Skip:
+    """train_cnn's record of one fold up to ``epoch``, where prune_fold picks its run up:
+    the checkpoint's weights and Adam state, the EpochStats of epochs start_epoch+1..epoch, and
+    the unpruned angle trace rows {epoch: {layer: row}} of epochs start_epoch..epoch."""
+
+    epoch: int
+    state_dict: dict
+    opt_state: dict
+    history: list[EpochStats]
+    angles: dict[int, dict[str, dict]]
+
+
+def _checkpoint_at_or_before(epoch: int, start_epoch: int, checkpoint_every: int, epochs: int):
+    """train_cnn's latest resumable checkpoint at or before ``epoch`` (never the final one,
+    which has no optimizer state); ``start_epoch`` is a checkpoint (params.py checks it)."""
+    return max(start_epoch, min(epoch, epochs - 1) // checkpoint_every * checkpoint_every)
+
+
+def skip_epoch(
+    angles: Sequence[Mapping[str, Any]], prune: Any, checkpoint_every: int, epochs: int
+) -> int:
+    """The epoch a pruned fold can resume train_cnn's run from: the latest checkpoint at or
+    before the first epoch whose unpruned angles could make a check act (a pair of
+    ``prune.layers`` under ``prune.threshold`` or over 180 - it), or before the last check.
+
+    ``angles`` are the fold's unpruned trace rows (epoch, layer, min_angle, max_angle). Epochs
+    before the returned one have no pair past the thresholds, so their trace rows are known
+    exactly (no pairs to count); ``prune.start_epoch`` when the trace does not cover them.
+    """
+    start, t = prune.start_epoch, prune.threshold
+    last_check = start + (epochs - start) // prune.every * prune.every
+    by_epoch: dict[int, dict[str, Mapping[str, Any]]] = {}
+    for row in angles:
+        by_epoch.setdefault(int(row["epoch"]), {})[row["layer"]] = row
+    for epoch in range(start, last_check):
+        rows = by_epoch.get(epoch, {})
+        if any(layer not in rows for layer in prune.layers):
+            break
+        if any(
+            rows[layer]["min_angle"] < t + ANGLE_MARGIN
+            or rows[layer]["max_angle"] > 180 - t - ANGLE_MARGIN
+            for layer in prune.layers
+        ):
+            break
+    else:
+        epoch = last_check
+    return _checkpoint_at_or_before(epoch, start, checkpoint_every, epochs)
 
 
 def prune_fold(
@@ -32,6 +92,7 @@ def prune_fold(
     data: FoldTensors,
     fold: FoldContext,
     log: Callable[[dict, int], None],
+    skip: Skip | None = None,
 ) -> FoldFit:
     """Train ``model`` (resumed at ``prune.start_epoch`` with Adam state ``opt_state``) to
     ``cnn.epochs`` with Gedeon's distinctiveness checks on ``prune.layers``.
@@ -39,12 +100,12 @@ def prune_fold(
     ``prune`` and ``cnn`` are the params.yaml sections (read by attribute). The network is scored
     before pruning and just after the first check that removed something; the returned fit's
     ``export`` is the physically shrunk network, and its notes hold the ``mask`` and the
-    ``pruner`` (angle trace rows, pruned-id log, angle histograms).
+    ``pruner`` (angle trace rows, pruned-id log, angle histograms). With ``skip`` the run picks
+    up the unpruned run at ``skip.epoch`` (see ``skip_epoch``) and replays the epochs before it
+    from the record: the trace rows, and the epoch stats to ``fold.callbacks`` (logging).
     """
     model.to(fold.device)
-    opt = adam(model, cnn.lr, opt_state)
     mask = PruneMask(model, prune.layers)
-    mask.attach(opt)
     val = (data.x_val, data.y_val)
     before = score(model, *val, len(fold.classes), fold.device)
     after_first: dict[str, Any] = {}
@@ -61,9 +122,21 @@ def prune_fold(
         log=log,
         on_first_prune=lambda m: after_first.update(score(m, *val, len(fold.classes), fold.device)),
     )
-    # The trace starts from the checkpoint pruning resumes (step = start_epoch).
-    pruner.record(prune.start_epoch, model, pruner.activations(model))
-    history = fit(
+    acts = pruner.activations(model)
+    pruner.snapshot("first", model, acts)
+    at, history = prune.start_epoch, []
+    if skip is not None:
+        _replay(pruner, skip, fold, model)
+        model.load_state_dict(skip.state_dict)
+        at, opt_state, history = skip.epoch, skip.opt_state, list(skip.history)
+    opt = adam(model, cnn.lr, opt_state)
+    mask.attach(opt)
+    # The trace starts from the checkpoint pruning resumes; there a check runs when one is due.
+    if pruner.is_check(at):
+        pruner(history[-1], model)
+    else:
+        pruner.record(at, model, acts if skip is None else pruner.activations(model))
+    history += fit(
         model,
         (data.x_train, data.y_train),
         val,
@@ -72,12 +145,13 @@ def prune_fold(
         batch_size=cnn.batch_size,
         device=fold.device,
         seed=fold.seed,
-        start_epoch=prune.start_epoch,
+        start_epoch=at,
         augment=cnn.augment,
         desc=f"prune fold {fold.k}",
         callbacks=[*fold.callbacks, pruner],
         precision=fold.precision,
     )
+    pruner.x_train = None  # the stage keeps the pruner for its records, not the fold's images
     small, sizes = _shrink_and_size(model, mask, fold.device)
     metrics = {
         "val_acc_before": before["acc"],
@@ -85,6 +159,7 @@ def prune_fold(
         "val_acc_after_first_prune": after_first.get("acc", before["acc"]),
         "val_f1_after_first_prune": after_first.get("f1", before["f1"]),
         **sizes,
+        "resumed_at_epoch": at,
     }
     return FoldFit(
         model,
@@ -95,6 +170,44 @@ def prune_fold(
         notes={"mask": mask, "pruner": pruner},
         export=small,
     )
+
+
+def _replay(pruner: Pruner, skip: Skip, fold: FoldContext, model: CNN) -> None:
+    """The records of the epochs before ``skip.epoch`` as the pruned run would have written
+    them: the unpruned trace's angles with no pair past the thresholds (``skip_epoch`` chose
+    the epoch so), and the epoch stats to ``fold.callbacks``."""
+    stats = {s.epoch: s for s in skip.history}
+    for epoch in range(pruner.start_epoch, skip.epoch + 1):
+        if epoch in stats:
+            for callback in fold.callbacks:
+                callback(stats[epoch], model)
+        if epoch == skip.epoch:  # its trace row (or check) is the resumed run's own
+            break
+        check = pruner.is_check(epoch)
+        rows = []
+        for layer in pruner.layers:
+            if check:  # a check that found nothing still logs its (empty) ids
+                pruner.log_ids.append(
+                    {"fold": fold.k, "epoch": epoch, "layer": layer}
+                    | {"removed": [], "similar": [], "complementary": []}
+                )
+            row = skip.angles[epoch][layer]
+            rows.append(
+                {
+                    "fold": fold.k,
+                    "epoch": epoch,
+                    "layer": layer,
+                    "min_angle": row["min_angle"],
+                    "max_angle": row["max_angle"],
+                    "n_similar": 0,
+                    "n_complementary": 0,
+                    # A check counts the mask's live neurons, the trace the non-zero ones.
+                    "n_alive": pruner.mask.width(layer) if check else row["n_alive"],
+                    "pruned_now": 0,
+                    "removed_total": 0,
+                }
+            )
+        pruner.add_rows(rows)
 
 
 def _shrink_and_size(model: CNN, mask: PruneMask, device: Any) -> tuple[CNN, dict[str, Any]]:
@@ -126,8 +239,7 @@ def resume_epoch(schedule: Schedule, start_epoch: int, checkpoint_every: int, ep
     """
     if not schedule:
         return epochs
-    first = min(schedule)
-    return max(start_epoch, min(first, epochs - 1) // checkpoint_every * checkpoint_every)
+    return _checkpoint_at_or_before(min(schedule), start_epoch, checkpoint_every, epochs)
 
 
 def baseline_fold(
@@ -187,13 +299,14 @@ def baseline_fold(
 
 
 def pool_histograms(pruners: list[Pruner]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The pairwise angles of the first and of the last check, {layer: angles}, over all folds."""
+    """The pairwise angles at the checkpoint pruning starts from and at the last check,
+    {layer: angles}, over all folds (none when no check ran)."""
     first: dict[str, list[np.ndarray]] = {}
     last: dict[str, list[np.ndarray]] = {}
     for pruner in pruners:
-        for layer, values in pruner.histograms.get("first", {}).items():
-            first.setdefault(layer, []).append(values)
-            last.setdefault(layer, []).append(pruner.histograms["last"][layer])
+        for layer, values in pruner.histograms.get("last", {}).items():
+            first.setdefault(layer, []).append(pruner.histograms["first"][layer])
+            last.setdefault(layer, []).append(values)
     return (
         {k: np.concatenate(v) for k, v in first.items()},
         {k: np.concatenate(v) for k, v in last.items()},
@@ -218,6 +331,36 @@ def control_fold(
     else:
         model, meta, adam_state = ckpt.load_cnn_checkpoint(ckpt.checkpoint_path(cnn_dir, fold.k))
     fit = baseline_fold(kind, schedule, prune.layers, cnn, model, adam_state, at, data, fold)
+    save_pruned(fit, meta, cnn.epochs, fold)
+    return fit
+
+
+def pruned_fold(
+    prune: Any,
+    cnn: Any,
+    cnn_dir: str,
+    trace: Mapping[int, Mapping[str, list]],
+    data: FoldTensors,
+    fold: FoldContext,
+    log: Callable[[dict, int], None],
+) -> FoldFit:
+    """``prune_fold`` from train_cnn's checkpoints in ``cnn_dir``, picking the unpruned run up
+    at ``skip_epoch`` of the fold's unpruned ``trace`` (pruning.callbacks.load_unpruned_trace;
+    from ``prune.start_epoch`` without one); saved as ``fold.out/fold<k>.pt`` with its mask."""
+    model, meta, opt_state = ckpt.load_resumable(cnn_dir, fold.k, prune.start_epoch)
+    record = trace.get(fold.k, {"epochs": [], "angles": []})
+    at = skip_epoch(record["angles"], prune, cnn.checkpoint_every, cnn.epochs)
+    skip = None
+    if at > prune.start_epoch:
+        resumed, _, state = ckpt.load_resumable(cnn_dir, fold.k, at)
+        angles: dict[int, dict[str, dict]] = {}
+        for row in record["angles"]:
+            angles.setdefault(int(row["epoch"]), {})[row["layer"]] = row
+        epochs = record["epochs"]
+        history = [EpochStats(**e) for e in epochs if prune.start_epoch < e["epoch"] <= at]
+        if [h.epoch for h in history] == list(range(prune.start_epoch + 1, at + 1)):
+            skip = Skip(at, resumed.state_dict(), state, history, angles)
+    fit = prune_fold(prune, cnn, model, opt_state, data, fold, log, skip)
     save_pruned(fit, meta, cnn.epochs, fold)
     return fit
 

@@ -1,0 +1,171 @@
+"""prune_cnn's shortcut: a pruned fold picks train_cnn's run up at the latest checkpoint before
+its first check that could act, and ends with the same weights, removals and records as a run
+from prune.start_epoch."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from emoprune.models.cnn import CNN
+from emoprune.pruning.callbacks import AngleTrace, load_unpruned_trace, save_unpruned_trace
+from emoprune.pruning.resume import pruned_fold, skip_epoch
+from emoprune.training.checkpoints import CheckpointEvery
+from emoprune.training.crossval import FoldTensors
+from emoprune.training.driver import FoldContext
+from emoprune.training.loop import adam, fit
+
+LAYERS = ("fc1", "fc2", "fc3")
+
+
+def _rows(angles_by_epoch, layer="fc1"):
+    return [
+        {"epoch": e, "layer": layer, "min_angle": lo, "max_angle": hi, "n_alive": 8}
+        for e, (lo, hi) in angles_by_epoch.items()
+    ]
+
+
+def _prune(**kw):
+    return SimpleNamespace(
+        **{"start_epoch": 10, "threshold": 25.0, "every": 1, "layers": ["fc1"], **kw}
+    )
+
+
+@pytest.mark.parametrize(
+    ("first_acting", "expected"),
+    [(29, 20), (30, 30), (10, 10), (50, 40), (None, 40)],  # None: no check ever acts
+)
+def test_skip_epoch_is_the_checkpoint_before_the_first_check_that_could_act(first_acting, expected):
+    rows = _rows({e: (20.0 if e == first_acting else 40.0, 120.0) for e in range(1, 51)})
+    assert skip_epoch(rows, _prune(), checkpoint_every=10, epochs=50) == expected
+
+
+def test_skip_epoch_counts_both_thresholds_and_is_conservative():
+    quiet = {e: (40.0, 120.0) for e in range(1, 51)}
+    complementary = _rows({**quiet, 33: (40.0, 156.0)})  # 156 > 180 - 25
+    assert skip_epoch(complementary, _prune(), 10, 50) == 30
+    at_threshold = _rows({**quiet, 27: (25.0 + 1e-9, 120.0)})  # the last bits could differ
+    assert skip_epoch(at_threshold, _prune(), 10, 50) == 20
+    other_layer = _rows(quiet) + _rows({e: (1.0, 179.0) for e in range(1, 51)}, "fc2")
+    assert skip_epoch(other_layer, _prune(), 10, 50) == 40  # fc2 is not pruned
+    assert skip_epoch(other_layer, _prune(layers=["fc1", "fc2"]), 10, 50) == 10
+    gap = _rows({e: a for e, a in quiet.items() if e != 24})  # a trace that misses an epoch
+    assert skip_epoch(gap, _prune(), 10, 50) == 20
+    assert skip_epoch([], _prune(), 10, 50) == 10
+    # every=7: checks at 17, ..., 45; the last check is where a quiet run must still resume.
+    assert skip_epoch(_rows(quiet), _prune(every=7), 10, 50) == 40
+    assert skip_epoch(_rows(quiet), _prune(every=60), 10, 50) == 10  # no check at all
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return FoldTensors(
+        x_train=torch.randn(24, 3, 67, 67, generator=g),
+        y_train=torch.arange(24) % 7,
+        x_val=torch.randn(8, 3, 67, 67, generator=g),
+        y_val=torch.arange(8) % 7,
+        mean=np.zeros(3),
+        std=np.ones(3),
+    )
+
+
+def _train_unpruned(folder, data, cnn, mode):
+    """train_cnn in small: checkpoints every cnn.checkpoint_every, the angle trace, the record."""
+    torch.manual_seed(0)
+    model = CNN(7, in_size=67)
+    opt = adam(model, cnn.lr)
+    saver = CheckpointEvery(folder, 0, cnn.checkpoint_every, cnn.epochs, opt, {})
+    trace = AngleTrace(LAYERS, mode, None, data.x_train, "cpu", 0, lambda m, s: None)
+    history = fit(
+        model,
+        (data.x_train, data.y_train),
+        (data.x_val, data.y_val),
+        optimizer=opt,
+        epochs=cnn.epochs,
+        batch_size=cnn.batch_size,
+        device="cpu",
+        seed=7,
+        callbacks=[saver, trace],
+        progress=False,
+    )
+    epoch_rows = [{"fold": 0, **vars(h)} for h in history]
+    save_unpruned_trace(folder, mode, epoch_rows, trace.rows)
+    return trace.rows
+
+
+def _gap(rows, epoch):
+    """How far the closest fc1 pair of ``epoch`` is from either threshold family."""
+    row = next(r for r in rows if r["epoch"] == epoch and r["layer"] == "fc1")
+    return min(row["min_angle"], 180 - row["max_angle"])
+
+
+@pytest.mark.parametrize("mode", ["output_weights", "activations"])
+def test_a_pruned_fold_resumed_later_ends_with_the_same_weights_and_records(tmp_path, mode):
+    cnn = SimpleNamespace(lr=3e-3, epochs=7, batch_size=8, augment=False, checkpoint_every=2)
+    data = _data()
+    rows = _train_unpruned(tmp_path, data, cnn, mode)
+    # A threshold that no epoch before 4 reaches and epoch 4 or 5 does: a check acts first
+    # there, so the shortcut resumes train_cnn's checkpoint of epoch 4 instead of 2.
+    first = next(e for e in (4, 5) if _gap(rows, e) < min(_gap(rows, d) for d in range(2, e)))
+    threshold = (_gap(rows, first) + min(_gap(rows, d) for d in range(2, first))) / 2
+    assert 0 < threshold < 90
+    prune = SimpleNamespace(
+        start_epoch=2,
+        every=1,
+        threshold=threshold,
+        layers=["fc1"],
+        mode=mode,
+        complementary="remove_both",
+    )
+
+    def run(name, trace):
+        logged, epochs_logged = [], []
+        fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path / name)
+        fold = fold.with_callbacks(lambda stats, model: epochs_logged.append(stats.epoch))
+        out = pruned_fold(
+            prune, cnn, str(tmp_path), trace, data, fold, lambda m, s: logged.append((s, m))
+        )
+        return out, logged, epochs_logged
+
+    full, full_log, full_epochs = run("full", {})
+    short, short_log, short_epochs = run("shortcut", load_unpruned_trace(tmp_path, mode))
+    assert full.metrics["resumed_at_epoch"] == 2 and short.metrics["resumed_at_epoch"] == 4
+    assert full.notes["mask"].removed["fc1"], "the threshold must make pruning act"
+    assert full.notes["mask"].removed == short.notes["mask"].removed
+    for (name, a), b in zip(full.model.state_dict().items(), short.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    pf, ps = full.notes["pruner"], short.notes["pruner"]
+    assert pf.log_ids == ps.log_ids
+    assert _same(pf.rows, ps.rows) and _same(full_log, short_log)
+    assert full_epochs == short_epochs == list(range(3, 8))
+    fields = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")  # not seconds
+    assert [[getattr(h, f) for f in fields] for h in full.history] == [
+        [getattr(h, f) for f in fields] for h in short.history
+    ]
+    for key in ("val_acc_before", "val_acc_after_first_prune", "fc1_removed", "params_shrunk"):
+        assert full.metrics[key] == short.metrics[key], key
+    for when in ("first", "last"):
+        np.testing.assert_array_equal(pf.histograms[when]["fc1"], ps.histograms[when]["fc1"])
+    assert (tmp_path / "shortcut" / "fold0.pt").is_file()
+
+
+def _same(a, b) -> bool:
+    """Equal, with NaN equal to NaN (angles of layers with < 2 live neurons)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    return a == b
+
+
+def test_an_unpruned_trace_of_another_mode_is_not_used(tmp_path):
+    save_unpruned_trace(tmp_path, "output_weights", [{"fold": 0, "epoch": 1}], [])
+    assert load_unpruned_trace(tmp_path, "activations") == {}
+    assert load_unpruned_trace(tmp_path / "missing", "output_weights") == {}
+    assert load_unpruned_trace(tmp_path, "output_weights")[0]["epochs"] == [{"epoch": 1}]
