@@ -1,17 +1,21 @@
 """End to end: wall time and peak memory of the real `dvc repro` in a temporary copy.
 
-- the default sample (20 frames per class) with the default params;
+- the bundled sample (what `make repro` generates: 405 frames) with the default params;
 - a full-size SFEW-like sample (675 frames) with the default params (resnet18 on one fold);
 - after that, `dvc exp run -S prune.threshold=15` as a fraction of the full run (only
   prune_cnn and evaluate rerun).
 Peak RSS is the largest resident set of any stage process (getrusage of the children).
+On the default sample each stage then runs once more under cProfile (imports included): its top
+costs by own time go into reports/bench.md.
 ``smoke`` runs the tiny sample with tiny params: minutes, not hours, and no targets.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import pstats
 import re
 import resource
 import subprocess
@@ -19,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from benchmarks.project import clean_env, make_project
 from emoprune.data import sample
@@ -31,7 +37,7 @@ TINY = {
     "mlp.epochs": 3,
     "finetune.epochs": 1,
 }
-DONE = re.compile(r"^\[(\w+)\] done in ([0-9.]+) s", re.M)
+DONE = re.compile(r"^\[(\w+)\] done in ([0-9.]+) s(?:, peak RSS ([0-9.]+) MiB)?", re.M)
 
 
 def _sh(repo: Path, *cmd: str) -> tuple[float, str]:
@@ -44,19 +50,34 @@ def _sh(repo: Path, *cmd: str) -> tuple[float, str]:
 
 
 def _stage_rows(name: str, log: str, wall: float) -> list[dict]:
-    """Each stage's own wall time (its "[stage] done in" line) as a fraction of the run."""
-    return [
-        {
-            "group": "end to end",
-            "name": f"stage_{stage}_{name}",
-            "value": float(seconds),
-            "unit": "s",
-            "baseline": wall,
-            "ratio": float(seconds) / wall,
-            "note": "the stage's body, after imports; ratio = fraction of the whole run",
-        }
-        for stage, seconds in DONE.findall(log)
-    ]
+    """Each stage's own wall time (its "[stage] done in" line) as a fraction of the run, and
+    its peak resident set where the line gives it."""
+    rows = []
+    for stage, seconds, rss in DONE.findall(log):
+        rows.append(
+            {
+                "group": "end to end",
+                "name": f"stage_{stage}_{name}",
+                "value": float(seconds),
+                "unit": "s",
+                "baseline": wall,
+                "ratio": float(seconds) / wall,
+                "note": "the stage's body, after imports; ratio = fraction of the whole run",
+            }
+        )
+        if rss:
+            rows.append(
+                {
+                    "group": "end to end",
+                    "name": f"stage_rss_{stage}_{name}",
+                    "value": float(rss),
+                    "unit": "MiB",
+                    "baseline": 3072.0,
+                    "ratio": float(rss) / 3072.0,
+                    "note": "the stage process's peak resident set; ratio = of the 3 GB budget",
+                }
+            )
+    return rows
 
 
 def _pipeline(name: str, per_class: int, params: dict | None, exp: bool) -> list[dict]:
@@ -94,7 +115,43 @@ def _pipeline(name: str, per_class: int, params: dict | None, exp: bool) -> list
             )
         if name == "default_sample":
             rows += _precision_rows(name, repo, accuracies)
+            rows += _profile_rows(repo)
     return rows
+
+
+def _profile_rows(repo: Path, top: int = 5) -> list[dict]:
+    """Each stage of the default params run again under cProfile, in DAG order: its ``top``
+    functions by own time (C calls such as torch's backward count as their own function)."""
+    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=repo, check=True)
+    _sh(repo, "dvc", "repro")  # the default run's outputs again, from DVC's run cache
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    prof = repo / ".profile"
+    prof.mkdir()
+    rows = []
+    for stage, spec in stages.items():
+        script = spec["cmd"].split()[-1]
+        _sh(repo, "python", "-m", "cProfile", "-o", str(prof / f"{stage}.prof"), script)
+        rows += top_costs(prof / f"{stage}.prof", stage, top)
+    return rows
+
+
+def top_costs(path: Path, stage: str, top: int = 5) -> list[dict]:
+    """The ``top`` functions of a cProfile file by own time, as benchmark rows."""
+    stats = pstats.Stats(str(path))
+    ranked = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    return [
+        {
+            "group": "profile",
+            "name": f"profile_{stage}_{rank}",
+            "value": own,
+            "unit": "s",
+            "baseline": stats.total_tt,
+            "ratio": own / stats.total_tt,
+            "note": f"{func if file == '~' else f'{Path(file).name}:{line} {func}'} ({calls} "
+            "calls); baseline = the stage's whole profiled run, imports included",
+        }
+        for rank, ((file, line, func), (_, calls, own, _cum, _)) in enumerate(ranked, 1)
+    ]
 
 
 # The headline accuracies a precision comparison reads: (metrics file, model key).
@@ -143,11 +200,14 @@ def _precision_rows(name: str, repo: Path, auto: dict[str, float]) -> list[dict]
     ]
 
 
-SIZES = {"default": ("default_sample", 20), "full": ("full_size_675", 100)}
+# The bundled sample is what `make repro` generates (sample.generate's default, 405 frames);
+# 100 per class is SFEW's 675 (Disgust has 3/4 of the others).
+BUNDLED = inspect.signature(sample.generate).parameters["per_class"].default
+SIZES = {"default": ("default_sample", BUNDLED), "full": ("full_size_675", 100)}
 
 
 def run(smoke: bool = False, e2e: tuple[str, ...] = ("default", "full")) -> list[dict]:
-    """``e2e`` picks the samples: the default one (20 per class), the full-size one (100)."""
+    """``e2e`` picks the samples: the bundled one (405 frames), the full-size one (675)."""
     if smoke:
         rows = _pipeline("tiny", 4, TINY, exp=True)
     else:

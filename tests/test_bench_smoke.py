@@ -49,9 +49,25 @@ def test_make_bench_writes_both_reports(tmp_path):
 def test_stage_times_are_read_from_the_repro_log():
     from benchmarks.bench_pipeline import _stage_rows
 
-    log = "[ingest] done in 3.5 s\nnoise\n[train_cnn] done in 120.0 s\n"
+    log = "[ingest] done in 3.5 s\nnoise\n[train_cnn] done in 120.0 s, peak RSS 1536 MiB\n"
     rows = _stage_rows("x", log, wall=200.0)
     assert [(r["name"], r["value"], r["ratio"]) for r in rows] == [
         ("stage_ingest_x", 3.5, 0.0175),
         ("stage_train_cnn_x", 120.0, 0.6),
+        ("stage_rss_train_cnn_x", 1536.0, 0.5),
     ]
+
+
+def test_a_profile_becomes_its_top_costs(tmp_path):
+    import cProfile
+
+    from benchmarks.bench_pipeline import top_costs
+
+    def slow():
+        return sum(i * i for i in range(200_000))
+
+    cProfile.runctx("slow()", {"slow": slow}, {}, str(tmp_path / "x.prof"))
+    rows = top_costs(tmp_path / "x.prof", "train_cnn", top=3)
+    assert [r["name"] for r in rows] == [f"profile_train_cnn_{i}" for i in (1, 2, 3)]
+    assert rows[0]["value"] >= rows[1]["value"] >= rows[2]["value"] > 0
+    assert any("genexpr" in r["note"] for r in rows) and 0 < rows[0]["ratio"] <= 1

@@ -8,6 +8,7 @@ params, unreachable server) prints one line and exits non-zero, without a traceb
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 import warnings
@@ -38,4 +39,8 @@ def run_stage(name: str, body: Callable[[Params], Any], sections: Sequence[str])
     except KeyboardInterrupt:
         print(f"[{name}] interrupted; partial outputs were discarded", file=sys.stderr)
         sys.exit(130)
-    print(f"[{name}] done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(
+        f"[{name}] done in {time.perf_counter() - start:.1f} s, peak RSS {peak:.0f} MiB",
+        file=sys.stderr,
+    )
