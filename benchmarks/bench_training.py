@@ -117,7 +117,8 @@ def _where(device: torch.device) -> str:
 
 
 def resnet18_rows(smoke: bool, device: str = "cpu") -> list[dict]:
-    """ResNet18 fine-tuning throughput (the finetune_resnet recipe), channels_last vs not."""
+    """ResNet18 fine-tuning throughput (the finetune_resnet recipe): channels_last vs not in
+    float32, channels_last in bf16 autocast, each as a fraction of the matmul peak."""
     from emoprune.models.resnet import build_resnet, make_optimizer_and_scheduler
 
     device = torch.device(device)
@@ -126,44 +127,37 @@ def resnet18_rows(smoke: bool, device: str = "cpu") -> list[dict]:
         n, reps = 512, 5
     x = torch.randn(n, 3, 224, 224, device=device)
     y = torch.randint(0, 7, (n,), device=device)
-    rates = {}
-    for layout in ("channels_last", "contiguous"):
+
+    def rate(layout: str, precision: str) -> float:
         seed_everything(0)
         model, _ = build_resnet("resnet18", 7, "none", channels_last=layout == "channels_last")
         model.to(device)
         opt, _ = make_optimizer_and_scheduler(model)
         xs = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
-        fit(
-            model,
-            (xs[:batch], y[:batch]),
-            None,
-            optimizer=opt,
-            epochs=1,
-            batch_size=batch,
-            device=device,
-            seed=0,
-            progress=False,
-        )  # warm-up
+        kw = dict(batch_size=batch, device=device, seed=0, progress=False, precision=precision)
+        fit(model, (xs[:batch], y[:batch]), None, optimizer=opt, epochs=1, **kw)  # warm-up
         times = []
         for _ in range(reps):
             _sync(device)
             t0 = time.perf_counter()
-            fit(
-                model,
-                (xs, y),
-                None,
-                optimizer=opt,
-                epochs=1,
-                batch_size=batch,
-                device=device,
-                seed=0,
-                progress=False,
-            )
+            fit(model, (xs, y), None, optimizer=opt, epochs=1, **kw)
             _sync(device)
             times.append(time.perf_counter() - t0)
-        rates[layout] = n / statistics.median(times)
+        return n / statistics.median(times)
+
+    rates = {
+        "channels_last": rate("channels_last", "fp32"),
+        "contiguous": rate("contiguous", "fp32"),
+        "bf16": rate("channels_last", "bf16"),
+    }
+    model, _ = build_resnet("resnet18", 7, "none")
+    flops_train = 3 * forward_flops_per_image(model, 224)  # backward ~= 2x forward
+    peaks = {
+        "fp32": matmul_gflops(reps=3 if smoke else 11, device=str(device)),
+        "bf16": matmul_gflops(reps=3 if smoke else 11, device=str(device), dtype=torch.bfloat16),
+    }
     note = f"resnet18 224px, SGD momentum, batch {batch}, N={n}, {_where(device)}, median of {reps}"
-    return [
+    rows = [
         {
             "group": "training",
             "name": "resnet18_train_images_per_s",
@@ -173,7 +167,34 @@ def resnet18_rows(smoke: bool, device: str = "cpu") -> list[dict]:
             "ratio": rates["channels_last"] / rates["contiguous"],
             "note": f"{note}; channels_last (used by finetune_resnet) vs contiguous NCHW",
         },
+        {
+            "group": "training",
+            "name": "resnet18_train_bf16_images_per_s",
+            "value": rates["bf16"],
+            "unit": "img/s",
+            "baseline": rates["channels_last"],
+            "ratio": rates["bf16"] / rates["channels_last"],
+            "note": f"{note}; precision bf16, channels_last; ratio = over float32",
+        },
     ]
+    for name, precision, ips in (
+        ("resnet18_train_gflops", "fp32", rates["channels_last"]),
+        ("resnet18_train_bf16_gflops", "bf16", rates["bf16"]),
+    ):
+        achieved = ips * flops_train / 1e9
+        rows.append(
+            {
+                "group": "training",
+                "name": name,
+                "value": achieved,
+                "unit": "GFLOP/s",
+                "baseline": peaks[precision],
+                "ratio": achieved / peaks[precision],
+                "note": f"{ips:.1f} img/s x {flops_train / 1e9:.2f} GFLOP/image (3x forward); "
+                f"ratio = fraction of the {precision} matmul peak",
+            }
+        )
+    return rows
 
 
 def frozen_resnet18_rows(smoke: bool, device: str = "cpu") -> list[dict]:
