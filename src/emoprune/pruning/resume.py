@@ -44,13 +44,21 @@ class Skip:
     state_dict: dict
     opt_state: dict
     history: list[EpochStats]
-    angles: dict[int, dict[str, dict]]
+    angles: dict[int, dict[str, Mapping[str, Any]]]
 
 
 def _checkpoint_at_or_before(epoch: int, start_epoch: int, checkpoint_every: int, epochs: int):
     """train_cnn's latest resumable checkpoint at or before ``epoch`` (never the final one,
     which has no optimizer state); ``start_epoch`` is a checkpoint (params.py checks it)."""
     return max(start_epoch, min(epoch, epochs - 1) // checkpoint_every * checkpoint_every)
+
+
+def _by_epoch(rows: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Mapping[str, Any]]]:
+    """Angle trace rows as {epoch: {layer: row}}."""
+    grouped: dict[int, dict[str, Mapping[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(int(row["epoch"]), {})[row["layer"]] = row
+    return grouped
 
 
 def skip_epoch(
@@ -66,9 +74,7 @@ def skip_epoch(
     """
     start, t = prune.start_epoch, prune.threshold
     last_check = start + (epochs - start) // prune.every * prune.every
-    by_epoch: dict[int, dict[str, Mapping[str, Any]]] = {}
-    for row in angles:
-        by_epoch.setdefault(int(row["epoch"]), {})[row["layer"]] = row
+    by_epoch = _by_epoch(angles)
     for epoch in range(start, last_check):
         rows = by_epoch.get(epoch, {})
         if any(layer not in rows for layer in prune.layers):
@@ -353,13 +359,10 @@ def pruned_fold(
     skip = None
     if at > prune.start_epoch:
         resumed, _, state = ckpt.load_resumable(cnn_dir, fold.k, at)
-        angles: dict[int, dict[str, dict]] = {}
-        for row in record["angles"]:
-            angles.setdefault(int(row["epoch"]), {})[row["layer"]] = row
         epochs = record["epochs"]
         history = [EpochStats(**e) for e in epochs if prune.start_epoch < e["epoch"] <= at]
         if [h.epoch for h in history] == list(range(prune.start_epoch + 1, at + 1)):
-            skip = Skip(at, resumed.state_dict(), state, history, angles)
+            skip = Skip(at, resumed.state_dict(), state, history, _by_epoch(record["angles"]))
     fit = prune_fold(prune, cnn, model, opt_state, data, fold, log, skip)
     save_pruned(fit, meta, cnn.epochs, fold)
     return fit
