@@ -14,6 +14,7 @@ from emoprune.errors import UserError
 from emoprune.models.resnet import PRETRAINED_DIR, place_weights
 from emoprune.pipeline.outputs import write_json
 from emoprune.pipeline.params import load_params
+from emoprune.pipeline.process import exit_now
 
 
 def main() -> int:
@@ -39,4 +40,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

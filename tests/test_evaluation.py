@@ -7,14 +7,17 @@ import io
 import numpy as np
 import pytest
 from scipy import stats
+from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import f1_score
 
 from emoprune.evaluation.figures import accuracy_bars, angle_traces, close, confusion_figure
 from emoprune.evaluation.leakage import duplicate_twins
 from emoprune.evaluation.report import comparison_markdown, which_test
 from emoprune.evaluation.scores import (
+    confusion_matrix,
     confusion_rows,
     fold_scores,
+    macro_f1,
     pooled_predictions,
     proba_from_npz,
 )
@@ -61,6 +64,28 @@ def test_fold_scores_hand_made(case):
     assert s["confusion"] == [[3, 0, 0], [1, 1, 1], [1, 0, 1]]
     assert s["recall"] == pytest.approx({"A": 1.0, "B": 1 / 3, "C": 0.5})
     assert s["n"] == 8
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_confusion_and_macro_f1_equal_sklearn(seed):
+    # Small sets over 7 classes, so that some classes are absent or never predicted.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 30))
+    y_true, y_pred = rng.integers(0, 7, n), rng.integers(0, 7, n)
+    y_pred[: n // 2] = y_true[: n // 2]
+    labels = list(range(7))
+    np.testing.assert_array_equal(
+        confusion_matrix(y_true, y_pred, 7), sk_confusion(y_true, y_pred, labels=labels)
+    )
+    expected = f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)
+    assert macro_f1(y_true, y_pred, 7) == pytest.approx(expected, abs=1e-12)
+
+
+def test_confusion_matrix_rejects_ids_outside_the_classes():
+    with pytest.raises(ValueError, match="y_pred"):
+        confusion_matrix([0, 1], [0, 3], 3)
+    with pytest.raises(ValueError, match="y_true"):
+        confusion_matrix([-1, 1], [0, 1], 3)
 
 
 def test_fold_scores_subset_of_folds(case):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from conftest import REPO
 from emoprune.errors import UserError
 from emoprune.evaluation.scores import accuracy_and_f1
 from emoprune.models.cnn import CNN
@@ -388,3 +391,21 @@ def test_batch_larger_than_dataset_and_progress_bar(capsys):
     assert len(history) == 2
     err = capsys.readouterr().err
     assert "fold 3" in err and "val_acc" in err  # the bar shows the fold and live metrics
+
+
+def test_seed_everything_sets_deterministic_kernels_without_importing_the_compiler():
+    # torch.use_deterministic_algorithms imports torch._inductor (and torch._dynamo): ~2 s of
+    # every training stage's start-up, which seed_everything must not pay.
+    code = (
+        "import sys, torch\n"
+        "from emoprune.training.loop import seed_everything\n"
+        "seed_everything(0)\n"
+        "print(torch.are_deterministic_algorithms_enabled(),\n"
+        "      torch.is_deterministic_algorithms_warn_only_enabled(),\n"
+        "      'torch._inductor' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "True", "False"]

@@ -11,9 +11,33 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
 
 from emoprune.evaluation.statistics import sample_std
+
+
+# Confusion matrix and macro-F1 in numpy, not sklearn.metrics: every training stage scores its
+# folds, and importing sklearn costs each of them about a second of start-up.
+def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """(M,) true and (M,) predicted class ids in 0..C-1 -> (C, C) int64 counts, rows = true."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and (y.min() < 0 or y.max() >= n_classes):
+            raise ValueError(f"{name} holds class ids outside 0..{n_classes - 1}")
+    pairs = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
+    return pairs.reshape(n_classes, n_classes)
+
+
+def macro_f1(y_true, y_pred, n_classes: int) -> float:
+    """Mean over all C classes of 2 TP / (2 TP + FP + FN); a class absent from both is 0.
+
+    Equal to ``sklearn.metrics.f1_score(average="macro", labels=range(C), zero_division=0)``.
+    """
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    tp = np.diag(cm).astype(np.float64)
+    denominator = cm.sum(axis=0) + cm.sum(axis=1)  # (TP + FP) + (TP + FN)
+    f1 = np.divide(2 * tp, denominator, out=np.zeros(n_classes), where=denominator > 0)
+    return float(f1.mean())
 
 
 def accuracy_and_f1(y_true, y_pred, n_classes: int) -> tuple[float, float]:
@@ -23,8 +47,7 @@ def accuracy_and_f1(y_true, y_pred, n_classes: int) -> tuple[float, float]:
     if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
         raise ValueError(f"need equal-length 1-D label arrays, got {y_true.shape}, {y_pred.shape}")
     accuracy = float(np.mean(y_true == y_pred))
-    f1 = f1_score(y_true, y_pred, average="macro", labels=list(range(n_classes)), zero_division=0)
-    return accuracy, float(f1)
+    return accuracy, macro_f1(y_true, y_pred, n_classes)
 
 
 def proba_from_npz(arrays: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
@@ -104,7 +127,6 @@ def fold_scores(
     if len(names) != n_classes:
         raise ValueError(f"{model}: {len(names)} class names for {n_classes} classes")
     _, y_true, y_pred = pooled_predictions(proba_by_fold, labels, splits, n_classes, model=model)
-    classes = list(range(n_classes))
     acc_by_fold, f1_by_fold, n_by_fold = {}, {}, {}
     start = 0
     for k in sorted(proba_by_fold):
@@ -112,9 +134,9 @@ def fold_scores(
         t, p = y_true[start : start + n], y_pred[start : start + n]
         start += n
         acc_by_fold[int(k)] = float(np.mean(t == p))
-        f1_by_fold[int(k)] = float(f1_score(t, p, labels=classes, average="macro", zero_division=0))
+        f1_by_fold[int(k)] = macro_f1(t, p, n_classes)
         n_by_fold[int(k)] = int(n)
-    cm = confusion_matrix(y_true, y_pred, labels=classes)
+    cm = confusion_matrix(y_true, y_pred, n_classes)
     support = cm.sum(axis=1)
     recall = np.divide(np.diag(cm), support, out=np.zeros(n_classes), where=support > 0)
     acc, f1 = list(acc_by_fold.values()), list(f1_by_fold.values())

@@ -17,6 +17,7 @@ from typing import Any
 
 from emoprune.errors import UserError
 from emoprune.pipeline.params import Params, load_params
+from emoprune.pipeline.process import exit_now
 
 
 def run_stage(name: str, body: Callable[[Params], Any], sections: Sequence[str]) -> None:
@@ -44,3 +45,4 @@ def run_stage(name: str, body: Callable[[Params], Any], sections: Sequence[str])
         f"[{name}] done in {time.perf_counter() - start:.1f} s, peak RSS {peak:.0f} MiB",
         file=sys.stderr,
     )
+    exit_now(0)

@@ -77,7 +77,21 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     # warn_only: an op without a deterministic variant should not abort a long run.
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    set_deterministic(True)
+
+
+def set_deterministic(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)`` for eager torch.
+
+    The public call also sets torch.compile's inductor flag, and importing that config pulls in
+    torch._dynamo and torch._inductor: about 2 s of every stage's start-up. The project never
+    compiles, so set the eager flag alone where torch exposes it.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # a torch without the private setter: pay the import
+        torch.use_deterministic_algorithms(mode, warn_only=True)
+    else:
+        setter(mode, warn_only=True)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from emoprune.features.pca import fit_descriptor_pca
 from emoprune.models.cnn import CNN
 from emoprune.models.mlp import mlp
 from emoprune.training import checkpoints as ckpt
@@ -81,6 +80,9 @@ def train_mlp_fold(
     ``descriptors`` are {name: (N, dim)} and ``labels`` (N,) in manifest order; ``split`` is
     (train indices, validation indices). Per-fold metrics: each PCA's explained variance.
     """
+    # Imported here: sklearn (about a second) is for this recipe only, not the conv nets'.
+    from emoprune.features.pca import fit_descriptor_pca
+
     train, val = split
     pcas = {
         n: fit_descriptor_pca(x[train], cfg.pca_components, fold.seed)
