@@ -12,6 +12,8 @@ export MPLBACKEND := Agg
 PORT ?= 5000
 E2E ?= default full
 HOST ?= 127.0.0.1
+# pytest-xdist workers for `make test`; 0 runs the suite in one process.
+TEST_JOBS ?= 2
 
 .PHONY: help venv sample data repro weights test lint ui plots bench bench-smoke clean
 
@@ -57,7 +59,7 @@ weights: $(STAMP)
 	dvc repro --force --single-item pretrained
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup
 
 LINTED := src stages tests benchmarks
 lint: $(STAMP)

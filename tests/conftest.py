@@ -12,6 +12,12 @@ from benchmarks.project import clean_env as project_env
 from emoprune.data import sample
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist every worker (and each stage or dvc process it starts, which inherits the
+# environment) runs torch on one thread: two workers with two OpenMP threads each oversubscribe
+# two cores, and spinning OpenMP threads then slow every one of them several times over.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
 CHROMIUM = "/usr/bin/chromium"
 # Headless as root, and quiet: with background networking on, Chromium keeps dialling Google's
 # hosts, which this machine's closed network refuses.

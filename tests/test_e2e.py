@@ -24,7 +24,9 @@ from emoprune.data.ingest import read_manifest
 from emoprune.pipeline.tracking import flatten, headline_metrics
 from emoprune.training.loop import resolve_precision
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs every test of the shared `pipeline` repo, in file order (some count
+# the runs that earlier ones added).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pipeline")]
 
 
 def sh(repo: Path, *cmd: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -18,7 +18,9 @@ from conftest import CHROMIUM, SHOTS
 from emoprune.pipeline import tracking
 from servers import mlflow_server
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs every test of the shared `pipeline` repo, in file order (some count
+# the runs that earlier ones added).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pipeline")]
 
 TIMEOUT_MS = 60_000
 

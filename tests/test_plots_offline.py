@@ -20,7 +20,9 @@ import tinyrepo
 from conftest import REPO, SHOTS
 from emoprune.plots_page import build_template
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs every test of the shared `pipeline` repo, in file order (some count
+# the runs that earlier ones added).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pipeline")]
 
 NODE_MODULES = REPO / "plots" / "node_modules"
 TIMEOUT_MS = 30_000

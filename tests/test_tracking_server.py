@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 import tinyrepo
 from servers import free_port, mlflow_server, postgres, psql
 
-pytestmark = pytest.mark.e2e
+# Its own worker: the server repro is long, and the other long group is `pipeline`.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("server")]
 
 UPSTREAM = (
     "outputs/ingest",
