@@ -34,9 +34,11 @@ TARGETS = (
     (r"dvc_repro_full_size_675", "value", "<", 540.0),
     (r"exp_run_threshold_15_full_size_675", "ratio", "<", 0.2),
     (r"peak_rss", "value", "<", 3072.0),
+    (r"make_test", "value", "<", 600.0),
 )
-# Runs the whole DAG (the full-size sample takes long on a laptop): `make bench` only.
-SLOW = ("bench_pipeline",)
+# The whole DAG (the full-size sample takes long on a laptop) and the whole test suite:
+# `make bench` only.
+SLOW = ("bench_pipeline", "bench_suite")
 
 
 def cpu_info() -> dict[str, str]:

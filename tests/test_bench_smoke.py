@@ -71,3 +71,17 @@ def test_a_profile_becomes_its_top_costs(tmp_path):
     assert [r["name"] for r in rows] == [f"profile_train_cnn_{i}" for i in (1, 2, 3)]
     assert rows[0]["value"] >= rows[1]["value"] >= rows[2]["value"] > 0
     assert any("genexpr" in r["note"] for r in rows) and 0 < rows[0]["ratio"] <= 1
+
+
+def test_the_suite_benchmark_times_a_passing_pytest_run():
+    from benchmarks.__main__ import check_targets
+    from benchmarks.bench_suite import run
+
+    (row,) = run(smoke=True)
+    assert row["name"] == "make_test_smoke" and row["value"] > 0
+    assert "tests/test_process.py: 1 passed" in row["note"]
+    check_targets([row])
+    assert "target" not in row  # only the full suite's row carries the 10-minute target
+    full = {"name": "make_test", "value": 700.0, "ratio": None}
+    check_targets([full])
+    assert full["target"] == "value < 600" and full["met"] is False
