@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -136,6 +137,10 @@ def test_backbone_features_feed_the_head(data, freeze):
     rows = VAL[::-1]  # any order; a negative-stride array is fine
     picked = backbone_features(model, x, index=rows, chunk=64)
     torch.testing.assert_close(picked, features[rows.copy()], rtol=1e-5, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a tensor index converts without numpy's __array__
+        as_tensor = backbone_features(model, x, index=torch.from_numpy(rows.copy()), chunk=64)
+    torch.testing.assert_close(as_tensor, picked, rtol=0, atol=0)
     head = resnet_head(model)
     assert head is model.fc
     model.eval()

@@ -402,7 +402,10 @@ def backbone_features(
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected (N, 3, H, W) inputs, got {tuple(x.shape)}")
-    rows = None if index is None else torch.from_numpy(np.array(index, dtype=np.int64))
+    if isinstance(index, torch.Tensor):  # np.array(tensor) warns: torch's __array__ has no copy=
+        rows = index.to("cpu", torch.int64).reshape(-1)
+    else:  # a copy: a negative-stride array (``idx[::-1]``) has no tensor view
+        rows = None if index is None else torch.from_numpy(np.array(index, dtype=np.int64))
     n = len(x) if rows is None else len(rows)
     device = torch.device(device)
     out = torch.empty((n, model.fc.in_features), dtype=torch.float32)
