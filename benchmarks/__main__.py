@@ -35,6 +35,7 @@ TARGETS = (
     (r"exp_run_threshold_15_full_size_675", "ratio", "<", 0.2),
     (r"peak_rss", "value", "<", 3072.0),
     (r"make_test", "value", "<", 600.0),
+    (r"fp32_speedup_vs_\w+_full_size_675", "ratio", ">=", 1.8),
 )
 # The whole DAG (the full-size sample takes long on a laptop) and the whole test suite:
 # `make bench` only.

@@ -3,7 +3,9 @@
 - the bundled sample (what `make repro` generates: 405 frames) with the default params;
 - a full-size SFEW-like sample (675 frames) with the default params (resnet18 on one fold);
 - after that, `dvc exp run -S prune.threshold=15` as a fraction of the full run (only
-  prune_cnn and evaluate rerun).
+  prune_cnn and evaluate rerun);
+- today's DAG in float32 against the code at ``BASELINE_REV`` (when the speed work began) on
+  the largest of those samples, one after the other: the speed-up where no bf16 is available.
 Peak RSS is the largest resident set of any stage process (getrusage of the children).
 On the default sample each stage then runs once more under cProfile (imports included): its top
 costs by own time go into reports/bench.md.
@@ -40,10 +42,10 @@ TINY = {
 DONE = re.compile(r"^\[(\w+)\] done in ([0-9.]+) s(?:, peak RSS ([0-9.]+) MiB)?", re.M)
 
 
-def _sh(repo: Path, *cmd: str) -> tuple[float, str]:
-    """Wall seconds and stderr of ``cmd``, which must succeed."""
+def _sh(repo: Path, *cmd: str, **env: str) -> tuple[float, str]:
+    """Wall seconds and stderr of ``cmd`` (``env`` added), which must succeed."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=repo, env=clean_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=repo, env=clean_env(**env), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     return time.perf_counter() - start, proc.stderr
@@ -200,6 +202,40 @@ def _precision_rows(name: str, repo: Path, auto: dict[str, float]) -> list[dict]
     ]
 
 
+# The code as it was when the speed issue was filed: the float32 baseline.
+BASELINE_REV = "ba2834d"
+
+
+def _speedup_rows(name: str, per_class: int, params: dict | None) -> list[dict]:
+    """Today's float32 DAG against the code at ``BASELINE_REV`` on the same sample and params, one
+    after the other in this run: the path a CPU without bf16 takes (target >= 1.8x faster)."""
+    with tempfile.TemporaryDirectory(prefix="emoprune-bench-") as tmp:
+        walls = {}
+        for which, rev, extra in (("old", BASELINE_REV, {}), ("new", None, {"precision": "fp32"})):
+            repo = make_project(
+                Path(tmp) / which,
+                lambda raw: sample.generate(raw, per_class=per_class),
+                {**(params or {}), **extra},
+                rev=rev,
+            )
+            # The old stages import the old package: its src/ ahead of the venv's editable one.
+            env = {"PYTHONPATH": str(repo / "src")} if rev else {}
+            walls[which], _ = _sh(repo, "dvc", "repro", **env)
+    return [
+        {
+            "group": "end to end",
+            "name": f"fp32_speedup_vs_{BASELINE_REV}_{name}",
+            "value": walls["new"],
+            "unit": "s",
+            "baseline": walls["old"],
+            "ratio": walls["old"] / walls["new"],
+            "note": f"dvc repro with precision: fp32 (what a CPU without bf16 runs) vs the code "
+            f"at {BASELINE_REV} ({walls['old']:.0f} s), same sample and params; ratio = times "
+            "faster",
+        }
+    ]
+
+
 # The bundled sample is what `make repro` generates (sample.generate's default, 405 frames);
 # 100 per class is SFEW's 675 (Disgust has 3/4 of the others).
 BUNDLED = inspect.signature(sample.generate).parameters["per_class"].default
@@ -215,6 +251,7 @@ def run(smoke: bool = False, e2e: tuple[str, ...] = ("default", "full")) -> list
         for size in e2e:
             name, per_class = SIZES[size]
             rows += _pipeline(name, per_class, None, exp=True)
+    # Before the old code runs: its stages' memory is not this code's.
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
     rows.append(
         {
@@ -228,6 +265,9 @@ def run(smoke: bool = False, e2e: tuple[str, ...] = ("default", "full")) -> list
             "3 GB budget",
         }
     )
+    if not smoke:  # against the old code on the largest sample chosen: two more whole DAGs
+        name, per_class = SIZES["full" if "full" in e2e else "default"]
+        rows += _speedup_rows(name, per_class, None)
     return rows
 
 

@@ -3,10 +3,12 @@ what the end-to-end benchmark and the end-to-end tests run `dvc repro` in."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,15 +60,34 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def extract_revision(rev: str, dest: Path) -> None:
+    """The project's files as committed at ``rev`` into ``dest``, without the lock, data.dvc
+    and reports (as ``project_files``): an older version of the code to time against."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        members = [
+            m
+            for m in tar.getmembers()
+            if m.isfile() and m.name not in SKIP and not m.name.startswith("reports/")
+        ]
+        tar.extractall(dest, members=members, filter="data")
+
+
 def make_project(
     dest: Path,
     fill_data: Callable[[Path], None],
     params: Mapping[str, Any] | None = None,
     env: dict | None = None,
+    rev: str | None = None,
 ) -> Path:
-    """Copy the project into ``dest``, apply ``params``, let ``fill_data(dest/"data"/"raw")``
-    put the frames there, register them with DVC and commit everything."""
-    for f in project_files():
+    """Copy the project into ``dest`` (the working tree, or the commit ``rev``), apply
+    ``params``, let ``fill_data(dest/"data"/"raw")`` put the frames there, register them with
+    DVC and commit everything."""
+    if rev is not None:
+        extract_revision(rev, dest)
+    for f in project_files() if rev is None else ():
         (dest / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, dest / f)
     if params:

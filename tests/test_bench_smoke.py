@@ -85,3 +85,24 @@ def test_the_suite_benchmark_times_a_passing_pytest_run():
     full = {"name": "make_test", "value": 700.0, "ratio": None}
     check_targets([full])
     assert full["target"] == "value < 600" and full["met"] is False
+
+
+def test_the_baseline_revision_is_extracted_without_lock_data_or_reports(tmp_path):
+    import subprocess
+
+    from benchmarks.bench_pipeline import BASELINE_REV
+    from benchmarks.project import REPO, extract_revision
+
+    extract_revision(BASELINE_REV, tmp_path)
+    old = subprocess.run(
+        ["git", "show", f"{BASELINE_REV}:stages/train_cnn.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert (tmp_path / "stages/train_cnn.py").read_text() == old
+    assert (tmp_path / "src/emoprune/__init__.py").is_file() and (tmp_path / "dvc.yaml").is_file()
+    assert not any((tmp_path / p).exists() for p in ("dvc.lock", "data.dvc", "reports"))
+    # The baseline predates the precision param: that is what it is timed against.
+    assert "precision" not in (tmp_path / "params.yaml").read_text()
