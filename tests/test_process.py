@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from conftest import REPO, subprocess_env
+from emoprune.errors import interrupt_in
 
 SCRIPT = textwrap.dedent(
     """
@@ -43,3 +44,18 @@ def test_exit_now_waits_for_threads_runs_exit_handlers_flushes_and_keeps_the_cod
     assert (tmp_path / "thread").read_text() == "done"
     assert (tmp_path / "atexit").read_text() == "ran"
     assert not (tmp_path / "after").exists()
+
+
+def test_an_error_raised_while_unwinding_an_interrupt_counts_as_the_interrupt():
+    # Ctrl-C during torch.save: the zip writer's cleanup raises its own error.
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("unexpected pos 299136 vs 299088") from None
+    except RuntimeError as exc:
+        error = exc
+    assert error.__cause__ is None and isinstance(error.__context__, KeyboardInterrupt)
+    assert interrupt_in(error) is error.__context__
+    assert isinstance(interrupt_in(KeyboardInterrupt()), KeyboardInterrupt)
+    assert interrupt_in(RuntimeError("a bug")) is None and interrupt_in(None) is None

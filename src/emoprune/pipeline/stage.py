@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from emoprune.errors import UserError
+from emoprune.errors import UserError, interrupt_in
 from emoprune.pipeline.params import Params, load_params
 from emoprune.pipeline.process import exit_now
 
@@ -37,7 +37,9 @@ def run_stage(name: str, body: Callable[[Params], Any], sections: Sequence[str])
     except UserError as exc:
         print(f"error: [{name}] {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if interrupt_in(exc) is None:  # a bug: keep its traceback
+            raise
         print(f"[{name}] interrupted; partial outputs were discarded", file=sys.stderr)
         sys.exit(130)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from emoprune.errors import UserError
+from emoprune.errors import UserError, interrupt_in
 
 PIPELINE_TAG = "pipeline.id"
 PID_TAG = "emoprune.process"  # host:pid:start time of the process that owns a RUNNING run
@@ -451,8 +451,9 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
             try:
                 yield active
                 status = "FINISHED"
-            except KeyboardInterrupt:
-                status = "KILLED"
+            except BaseException as exc:
+                if interrupt_in(exc) is not None:  # also a write that failed mid-interrupt
+                    status = "KILLED"
                 raise
             finally:
                 flush_metrics()  # what a failed or killed run measured is still worth seeing
