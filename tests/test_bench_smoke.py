@@ -1,6 +1,7 @@
 """The benchmarks must keep running (CI runs their smoke version; no thresholds here)."""
 
 import importlib
+import re
 
 import pytest
 
@@ -79,7 +80,7 @@ def test_the_suite_benchmark_times_a_passing_pytest_run():
 
     (row,) = run(smoke=True)
     assert row["name"] == "make_test_smoke" and row["value"] > 0
-    assert "tests/test_process.py: 1 passed" in row["note"]
+    assert re.search(r"tests/test_process\.py: [1-9]\d* passed", row["note"]), row["note"]
     check_targets([row])
     assert "target" not in row  # only the full suite's row carries the 10-minute target
     full = {"name": "make_test", "value": 700.0, "ratio": None}
