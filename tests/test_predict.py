@@ -20,9 +20,9 @@ from emoprune.features import compute_descriptors
 from emoprune.features.pca import fit_descriptor_pca
 from emoprune.features.phog import phog_length
 from emoprune.models.cnn import CNN
+from emoprune.models.inputs import to_tensor_images
 from emoprune.models.mlp import mlp
 from emoprune.training.checkpoints import load_cnn_checkpoint, save_checkpoint, save_cnn
-from emoprune.training.loop import to_tensor_images
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]
 MEAN, STD = [0.45, 0.40, 0.35], [0.25, 0.22, 0.20]

@@ -18,14 +18,12 @@ from emoprune.models.cnn import CNN
 from emoprune.training.loop import (
     EpochStats,
     augment_batch,
-    channel_stats,
     evaluate,
     fit,
     predict_proba,
     resolve_device,
     resolve_precision,
     seed_everything,
-    to_tensor_images,
 )
 
 CPU = torch.device("cpu")
@@ -259,45 +257,6 @@ def test_predict_proba():
     with torch.no_grad():
         expected = torch.softmax(model.eval()(x), 1).numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
-
-
-def test_channel_stats_known_array():
-    images = np.zeros((2, 4, 4, 3), dtype=np.uint8)
-    images[0, ..., 0] = 255  # channel 0: half 1.0, half 0.0 -> mean 0.5, std 0.5
-    images[..., 1] = 51  # channel 1: constant 0.2 -> std 0
-    images[:, :2, :, 2] = 255  # channel 2: half the rows of every image
-    mean, std = channel_stats(images)
-    np.testing.assert_allclose(mean, [0.5, 0.2, 0.5], atol=1e-12)
-    np.testing.assert_allclose(std, [0.5, 0.0, 0.5], atol=1e-7)
-
-
-def test_channel_stats_chunks_match_numpy():
-    images = np.random.default_rng(0).integers(0, 256, (13, 9, 7, 3), dtype=np.uint8)
-    scaled = images.astype(np.float64) / 255
-    for chunk in (1, 4, 64):
-        mean, std = channel_stats(images, chunk=chunk)
-        np.testing.assert_allclose(mean, scaled.mean(axis=(0, 1, 2)), rtol=1e-12)
-        np.testing.assert_allclose(std, scaled.std(axis=(0, 1, 2)), rtol=1e-9)
-
-
-def test_to_tensor_images_layout_and_normalisation():
-    images = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
-    mean, std = np.array([0.5, 0.25, 0.0]), np.array([0.25, 0.5, 1.0])
-    out = to_tensor_images(images, mean, std, chunk=2)
-    assert out.shape == (5, 3, 4, 6) and out.dtype == torch.float32
-    assert out.is_contiguous(memory_format=torch.channels_last)  # the conv nets' layout
-    expected = (images.astype(np.float64) / 255 - mean) / std  # (N, H, W, C)
-    np.testing.assert_allclose(out.numpy(), expected.transpose(0, 3, 1, 2), atol=1e-5)
-    # Known values: 255 with mean .5, std .25 -> 2; 0 -> -2.
-    edge = np.array([[[[255, 0, 0]]]], dtype=np.uint8)
-    np.testing.assert_allclose(to_tensor_images(edge, mean, std).flatten().numpy(), [2, -0.5, 0])
-
-
-def test_images_rejects_wrong_layout():
-    with pytest.raises(ValueError):
-        to_tensor_images(np.zeros((2, 3, 4, 4), np.uint8), np.zeros(3), np.ones(3))
-    with pytest.raises(ValueError):
-        channel_stats(np.zeros((2, 4, 4, 3), np.float32))
 
 
 def test_accuracy_and_f1_known_case():

@@ -107,7 +107,7 @@ def cnn_predictor(
     name: str = "cnn",
 ) -> Predictor:
     """A CNN taking normalised (N, 3, in_size, in_size) inputs."""
-    from emoprune.training.loop import to_tensor_images
+    from emoprune.models.inputs import to_tensor_images
 
     mean_a, std_a = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
 

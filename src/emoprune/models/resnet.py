@@ -37,6 +37,7 @@ from torch import nn
 
 from emoprune.choices import ARCHS, WEIGHTS
 from emoprune.errors import UserError
+from emoprune.models.inputs import to_tensor_images
 
 # torchvision's ImageNet normalisation (ResNet*_Weights.IMAGENET1K_V1.transforms()).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float64)
@@ -290,25 +291,9 @@ def build_resnet(
 
 
 def prepare_inputs(images_uint8_nhwc: np.ndarray, *, chunk: int = 64) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``.
-
-    The result is channels_last: it is filled as an NHWC buffer (no transposing copy, chunk by
-    chunk so the peak is the output plus one chunk) and returned as its NCHW view.
-    """
-    images = np.asarray(images_uint8_nhwc)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
-    # (x/255 - m)/s == x * scale - shift, computed in float64 then rounded once.
-    scale = torch.as_tensor(1.0 / (255.0 * IMAGENET_STD), dtype=torch.float32)
-    shift = torch.as_tensor(IMAGENET_MEAN / IMAGENET_STD, dtype=torch.float32)
-    n, h, w, _ = images.shape
-    out = torch.empty((n, h, w, 3), dtype=torch.float32)
-    for start in range(0, n, chunk):
-        part = out[start : start + chunk]
-        # np.array copies the chunk: the images may be a read-only memory map.
-        part.copy_(torch.from_numpy(np.array(images[start : start + chunk])))
-        part.mul_(scale).sub_(shift)
-    return out.permute(0, 3, 1, 2)  # NCHW shape, NHWC strides == channels_last
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 channels_last,
+    ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``."""
+    return to_tensor_images(images_uint8_nhwc, IMAGENET_MEAN, IMAGENET_STD, chunk=chunk)
 
 
 def make_optimizer_and_scheduler(

@@ -115,7 +115,7 @@ def load_classifier(config: Mapping[str, Any], checkpoint: str | Path) -> Classi
     # Imports per kind: loading a CNN never imports torchvision, scipy or scikit-learn.
     kind, size = str(config["kind"]), int(config["input_size"])
     if kind in CNN_KINDS:
-        from emoprune.training.loop import to_tensor_images
+        from emoprune.models.inputs import to_tensor_images
 
         model, meta, _ = load_cnn_checkpoint(checkpoint)
         mean, std = np.asarray(meta["mean"], np.float64), np.asarray(meta["std"], np.float64)

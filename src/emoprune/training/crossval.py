@@ -20,7 +20,8 @@ from torch import nn
 # Re-exported: the training stages import the folds and the fold tensors from here.
 from emoprune.data.folds import Folds, folds_from_records, load_folds
 from emoprune.evaluation.scores import accuracy_and_f1
-from emoprune.training.loop import channel_stats, predict_proba, to_tensor_images
+from emoprune.models.inputs import channel_stats, to_tensor_images
+from emoprune.training.loop import predict_proba
 
 __all__ = [
     "Folds",

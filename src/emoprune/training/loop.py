@@ -100,59 +100,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(state >> np.uint64(1))
 
 
-def channel_stats(
-    images_uint8_nhwc: np.ndarray, *, chunk: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and (population) std of (N, H, W, 3) uint8 images on the [0, 1] scale.
-
-    Sums are exact integers accumulated ``chunk`` images at a time, so memory stays at one
-    uint16 copy of a chunk instead of a float copy of the whole set. Returns two float64 (3,).
-    """
-    images = np.asarray(images_uint8_nhwc)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
-    if images.shape[0] == 0:
-        raise ValueError("channel_stats needs at least one image")
-    total = np.zeros(3, dtype=np.uint64)
-    total_sq = np.zeros(3, dtype=np.uint64)
-    for start in range(0, images.shape[0], chunk):
-        pixels = images[start : start + chunk].reshape(-1, 3).astype(np.uint16)
-        total += pixels.sum(axis=0, dtype=np.uint64)
-        total_sq += (pixels * pixels).sum(axis=0, dtype=np.uint64)  # 255**2 fits in uint16
-    count = images.shape[0] * images.shape[1] * images.shape[2]
-    mean = total / (255.0 * count)
-    var = total_sq / (255.0**2 * count) - mean**2
-    return mean, np.sqrt(np.maximum(var, 0.0))  # clamp tiny negative rounding
-
-
-def to_tensor_images(
-    images_uint8_nhwc: np.ndarray, mean: np.ndarray, std: np.ndarray, *, chunk: int = 64
-) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, scaled to [0, 1] then ``(x - mean) / std``.
-
-    Filled chunk by chunk into one preallocated tensor, so the peak memory is the output plus
-    one chunk (a whole-array ``permute().float()`` would need two float copies). The result is
-    channels_last (an NHWC buffer seen as NCHW), the conv nets' layout: gathering a batch from
-    it is a plain row copy, and no copy is made again in the forward pass.
-    """
-    images = np.asarray(images_uint8_nhwc)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
-    mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float64)).reshape(1, 3, 1, 1)
-    # A constant channel has std 0; it carries no information, so just avoid dividing by zero.
-    std_t = torch.as_tensor(np.maximum(np.asarray(std, dtype=np.float64), 1e-8)).reshape(1, 3, 1, 1)
-    scale = (1.0 / (255.0 * std_t)).float()  # (x/255 - m)/s == x * scale - shift
-    shift = (mean_t / std_t).float()
-    n, h, w, _ = images.shape
-    out = torch.empty((n, 3, h, w), dtype=torch.float32, memory_format=torch.channels_last)
-    for start in range(0, n, chunk):
-        part = out[start : start + chunk]
-        # np.array copies the chunk: the images may be a read-only memory map.
-        part.copy_(torch.from_numpy(np.array(images[start : start + chunk])).permute(0, 3, 1, 2))
-        part.mul_(scale).sub_(shift)
-    return out
-
-
 def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 8) -> torch.Tensor:
     """Random horizontal flip and random shift of up to ``max_shift`` px (zero padded), per sample.
 
