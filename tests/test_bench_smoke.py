@@ -88,6 +88,18 @@ def test_the_suite_benchmark_times_a_passing_pytest_run():
     assert full["target"] == "value < 600" and full["met"] is False
 
 
+def test_the_suite_benchmark_times_the_makefile_recipe():
+    import subprocess
+
+    from benchmarks.bench_suite import MAKE_TEST
+    from benchmarks.project import REPO
+
+    # `make -n` prints the recipe without running it: the row times the xdist run users get.
+    dry = subprocess.run([*MAKE_TEST, "-n"], cwd=REPO, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert re.search(r"-m pytest -n 2 --dist loadgroup", dry.stdout), dry.stdout
+
+
 def test_the_baseline_revision_is_extracted_without_lock_data_or_reports(tmp_path):
     import subprocess
 
