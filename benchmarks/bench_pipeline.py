@@ -5,7 +5,10 @@
 - after that, `dvc exp run -S prune.threshold=15` as a fraction of the full run (only
   prune_cnn and evaluate rerun);
 - today's DAG in float32 against the code at ``BASELINE_REV`` (when the speed work began) on
-  the largest of those samples, one after the other: the speed-up where no bf16 is available.
+  the largest of those samples, one after the other: the speed-up where no bf16 is available;
+- each run's training floor: the seconds its training and validation passes would take at
+  100% of this machine's matmul rate (FLOPs from the layer shapes), the bound on what faster
+  kernels alone could reach.
 Peak RSS is the largest resident set of any stage process (getrusage of the children).
 On the default sample each stage then runs once more under cProfile (imports included): its top
 costs by own time go into reports/bench.md.
@@ -26,10 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
+from benchmarks.bench_training import forward_flops_per_image, matmul_gflops
 from benchmarks.project import clean_env, make_project
 from emoprune.data import sample
+from emoprune.data.folds import load_folds
+from emoprune.models.cnn import CNN
 
 TINY = {
     "cv.folds": 2,
@@ -100,6 +107,7 @@ def _pipeline(name: str, per_class: int, params: dict | None, exp: bool) -> list
             }
         ]
         rows += _stage_rows(name, log, wall)
+        rows.append(_floor_row(name, repo, wall, "dvc repro"))
         accuracies = _accuracies(repo)  # before the threshold experiment changes them
         if exp:
             again, _ = _sh(repo, "dvc", "exp", "run", "-S", "prune.threshold=15")
@@ -154,6 +162,87 @@ def top_costs(path: Path, stage: str, top: int = 5) -> list[dict]:
         }
         for rank, ((file, line, func), (_, calls, own, _cum, _)) in enumerate(ranked, 1)
     ]
+
+
+def training_floor(repo: Path, peaks: dict[str, float]) -> dict[str, float]:
+    """{stage: seconds} that the run in ``repo`` spent on FLOPs, at 100% of ``peaks``
+    ({"fp32" | "bf16": GFLOP/s, the machine's matmul rate}).
+
+    Counted from the run's own records: every epoch a fold trained (prune_cnn's variants from
+    the epoch each resumed at; ResNets on the folds they ran) costs 3 forward passes per
+    training image (forward, and backward's two products) in the stage's precision, plus one
+    float32 forward per validation image; FLOPs per forward from the layer shapes. A frozen
+    ResNet backbone counts its one feature pass. The PCA + MLP is left out (a few MFLOP).
+    """
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    folds = load_folds(params["data"]["classes"], repo / "outputs/ingest/manifest.csv")
+    sizes = {k: tuple(len(part) for part in folds.split(k)) for k in folds.ids}  # (train, val)
+    epochs = params["cnn"]["epochs"]
+
+    def seconds(forward: int, trained: dict[int, int], precision: str) -> float:
+        """``trained``: {split: epochs trained}."""
+        train = sum(sizes[k][0] * e for k, e in trained.items()) * 3 * forward
+        val = sum(sizes[k][1] * e for k, e in trained.items()) * forward
+        return (train / peaks[precision] + val / peaks["fp32"]) / 1e9
+
+    def read(path: str) -> dict:
+        return json.loads((repo / "reports" / path).read_text())
+
+    cnn_forward = forward_flops_per_image(
+        CNN(n_classes=len(folds.classes)), params["resize"]["cnn"]
+    )
+    trained = read("train_cnn/details.json")
+    precision = read("train_cnn/metrics.json")["cnn"]["precision"]
+    floor = {
+        "train_cnn": seconds(cnn_forward, {int(k): epochs for k in trained["per_fold"]}, precision)
+    }
+    pruned = read("prune_cnn/details.json")
+    variants = [pruned, *pruned.get("baselines", {}).values()]  # the pruned CNN, each control
+    floor["prune_cnn"] = sum(
+        seconds(
+            cnn_forward,
+            {int(k): epochs - fold["resumed_at_epoch"] for k, fold in v["per_fold"].items()},
+            precision,
+        )
+        for v in variants
+    )
+    import torchvision  # only here: ~1 s to import
+
+    floor["finetune_resnet"] = 0.0
+    for arch, run in read("finetune_resnet/details.json").items():
+        forward = forward_flops_per_image(
+            getattr(torchvision.models, arch)(num_classes=len(folds.classes)),
+            params["resize"]["resnet"],
+        )
+        if params["finetune"]["freeze_backbone"]:  # features once per fold; the head is tiny
+            floor["finetune_resnet"] += (
+                sum(sum(sizes[k]) for k in run["folds"]) * forward / (peaks[run["precision"]] * 1e9)
+            )
+        else:
+            floor["finetune_resnet"] += seconds(
+                forward, {k: run["epochs"] for k in run["folds"]}, run["precision"]
+            )
+    return floor
+
+
+def _floor_row(name: str, repo: Path, wall: float, what: str) -> dict:
+    """The run's ``training_floor`` beside its wall time ``wall``: ratio = the fraction of the
+    run that the FLOPs alone need at the machine's matmul rate."""
+    peaks = {"fp32": matmul_gflops(), "bf16": matmul_gflops(dtype=torch.bfloat16)}
+    floor = training_floor(repo, peaks)
+    total = sum(floor.values())
+    parts = ", ".join(f"{stage} {s:.0f} s" for stage, s in floor.items())
+    return {
+        "group": "end to end",
+        "name": f"training_floor_{name}",
+        "value": total,
+        "unit": "s",
+        "baseline": wall,
+        "ratio": total / wall,
+        "note": f"{what}: its training and validation FLOPs at 100% of the measured matmul rate "
+        f"(fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s): {parts}; ratio = of the "
+        "run's wall time; no faster kernel makes the run shorter than this",
+    }
 
 
 # The headline accuracies a precision comparison reads: (metrics file, model key).
@@ -221,6 +310,8 @@ def _speedup_rows(name: str, per_class: int, params: dict | None) -> list[dict]:
             # The old stages import the old package: its src/ ahead of the venv's editable one.
             env = {"PYTHONPATH": str(repo / "src")} if rev else {}
             walls[which], _ = _sh(repo, "dvc", "repro", **env)
+        floor = _floor_row(f"fp32_{name}", repo, walls["new"], "today's float32 DAG")
+    best = walls["old"] / floor["value"]
     return [
         {
             "group": "end to end",
@@ -232,7 +323,19 @@ def _speedup_rows(name: str, per_class: int, params: dict | None) -> list[dict]:
             "note": f"dvc repro with precision: fp32 (what a CPU without bf16 runs) vs the code "
             f"at {BASELINE_REV} ({walls['old']:.0f} s), same sample and params; ratio = times "
             "faster",
-        }
+        },
+        floor,
+        {
+            "group": "end to end",
+            "name": f"fp32_speedup_bound_vs_{BASELINE_REV}_{name}",
+            "value": best,
+            "unit": "x",
+            "baseline": None,
+            "ratio": None,
+            "note": f"the code at {BASELINE_REV} ({walls['old']:.0f} s) against today's float32 "
+            f"training floor ({floor['value']:.0f} s): the most times faster today's float32 DAG "
+            "could be with every kernel at the matmul rate, the same training steps taken",
+        },
     ]
 
 

@@ -119,3 +119,92 @@ def test_the_baseline_revision_is_extracted_without_lock_data_or_reports(tmp_pat
     assert not any((tmp_path / p).exists() for p in ("dvc.lock", "data.dvc", "reports"))
     # The baseline predates the precision param: that is what it is timed against.
     assert "precision" not in (tmp_path / "params.yaml").read_text()
+
+
+def test_forward_flops_count_two_per_multiply_add_from_the_layer_shapes():
+    from torch import nn
+
+    from benchmarks.bench_training import forward_flops_per_image
+
+    # conv 3->4, 3x3, on 8x8: a 6x6 output; then 4*6*6 -> 5.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 5))
+    assert forward_flops_per_image(model, 8) == 2 * 3 * 9 * 4 * 36 + 2 * 144 * 5
+
+
+def _floor_repo(tmp_path, freeze: bool):
+    """A finished run's records, crafted: 2 folds of 6 and 4 frames, CNN 10 epochs, the pruned
+    CNN resumed at epochs 4 / 10 and its one control at 6 / 10, ResNet18 on fold 1 for 3."""
+    import csv
+    import json
+
+    import yaml
+
+    classes = ["Angry", "Happy"]
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {"classes": classes},
+                "cnn": {"epochs": 10},
+                "resize": {"cnn": 227, "resnet": 224},
+                "finetune": {"freeze_backbone": freeze},
+            }
+        )
+    )
+    manifest = tmp_path / "outputs/ingest/manifest.csv"
+    manifest.parent.mkdir(parents=True)
+    fields = "path emotion label width height fold clip sha1 checks".split()
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        for i, fold in enumerate([0] * 4 + [1] * 6):  # fold 0 validates 4, trains 6
+            label = i % 2
+            row = [f"x{i}.png", classes[label], label, 9, 9, fold, f"c{i}", "0" * 40, "ok"]
+            writer.writerow(dict(zip(fields, row)))
+    reports = {
+        "train_cnn/details.json": {"per_fold": {"0": {}, "1": {}}},
+        "train_cnn/metrics.json": {"cnn": {"precision": "bf16"}},
+        "prune_cnn/details.json": {
+            "per_fold": {"0": {"resumed_at_epoch": 4}, "1": {"resumed_at_epoch": 10}},
+            "baselines": {
+                "random": {
+                    "per_fold": {"0": {"resumed_at_epoch": 6}, "1": {"resumed_at_epoch": 10}}
+                }
+            },
+        },
+        "finetune_resnet/details.json": {
+            "resnet18": {"folds": [1], "epochs": 3, "precision": "fp32"}
+        },
+    }
+    for path, data in reports.items():
+        (tmp_path / "reports" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "reports" / path).write_text(json.dumps(data))
+    return tmp_path
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_the_training_floor_counts_the_steps_the_run_took(tmp_path, freeze):
+    import torchvision
+
+    from benchmarks.bench_pipeline import training_floor
+    from benchmarks.bench_training import forward_flops_per_image
+    from emoprune.models.cnn import CNN
+
+    repo = _floor_repo(tmp_path, freeze)
+    peaks = {"fp32": 2.0, "bf16": 5.0}  # GFLOP/s: bf16 training, float32 validation
+    floor = training_floor(repo, peaks)
+    cnn = forward_flops_per_image(CNN(n_classes=2), 227) / 1e9
+    resnet = forward_flops_per_image(torchvision.models.resnet18(num_classes=2), 224) / 1e9
+
+    def cost(train, val, epochs, forward, peak):  # 3 passes per training image, 1 per val one
+        return epochs * forward * (3 * train / peak + val / peaks["fp32"])
+
+    # Fold 0 trains on 6 frames and validates on 4, fold 1 the other way round.
+    assert floor["train_cnn"] == pytest.approx(cost(6, 4, 10, cnn, 5.0) + cost(4, 6, 10, cnn, 5.0))
+    # Only fold 0 trains on: the pruned CNN from epoch 4, the control from 6; fold 1 resumed at
+    # the last epoch and trains nothing.
+    assert floor["prune_cnn"] == pytest.approx(cost(6, 4, 6, cnn, 5.0) + cost(6, 4, 4, cnn, 5.0))
+    expected = 10 * resnet / 2.0 if freeze else cost(4, 6, 3, resnet, 2.0)
+    assert floor["finetune_resnet"] == pytest.approx(expected)
+    # Twice the rate, half the floor.
+    half = training_floor(repo, {k: 2 * v for k, v in peaks.items()})
+    assert sum(half.values()) == pytest.approx(sum(floor.values()) / 2)
