@@ -225,11 +225,22 @@ def training_floor(repo: Path, peaks: dict[str, float]) -> dict[str, float]:
     return floor
 
 
+class _MatmulPeaks(dict):
+    """{precision: GFLOP/s}, each measured when first read: bf16 only where a stage ran in it
+    (without AVX512-BF16 or AMX a bf16 matmul is emulated, and timing it takes minutes)."""
+
+    def __missing__(self, precision: str) -> float:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        self[precision] = matmul_gflops(dtype=dtype)
+        return self[precision]
+
+
 def _floor_row(name: str, repo: Path, wall: float, what: str) -> dict:
     """The run's ``training_floor`` beside its wall time ``wall``: ratio = the fraction of the
     run that the FLOPs alone need at the machine's matmul rate."""
-    peaks = {"fp32": matmul_gflops(), "bf16": matmul_gflops(dtype=torch.bfloat16)}
+    peaks = _MatmulPeaks()
     floor = training_floor(repo, peaks)
+    rates = ", ".join(f"{p} {g:.0f}" for p, g in peaks.items())
     total = sum(floor.values())
     parts = ", ".join(f"{stage} {s:.0f} s" for stage, s in floor.items())
     return {
@@ -240,7 +251,7 @@ def _floor_row(name: str, repo: Path, wall: float, what: str) -> dict:
         "baseline": wall,
         "ratio": total / wall,
         "note": f"{what}: its training and validation FLOPs at 100% of the measured matmul rate "
-        f"(fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s): {parts}; ratio = of the "
+        f"({rates} GFLOP/s): {parts}; ratio = of the "
         "run's wall time; no faster kernel makes the run shorter than this",
     }
 
