@@ -14,9 +14,9 @@ from emoprune.pruning.baselines import ScheduledRemoval, choose, schedule_from_l
 from emoprune.pruning.mask import PruneMask, removed_by_weights
 from emoprune.pruning.resume import baseline_fold, resume_epoch
 from emoprune.training.checkpoints import CheckpointEvery, load_resumable
-from emoprune.training.crossval import FoldTensors
 from emoprune.training.driver import FoldContext
 from emoprune.training.loop import EpochStats, adam, fit
+from folddata import random_fold
 
 
 def small_cnn() -> CNN:
@@ -112,15 +112,7 @@ def test_a_control_resumes_from_the_latest_checkpoint_before_its_first_removal(s
 
 
 def _fold_and_data(tmp_path):
-    g = torch.Generator().manual_seed(0)
-    data = FoldTensors(
-        x_train=torch.randn(24, 3, 67, 67, generator=g),
-        y_train=torch.arange(24) % 7,
-        x_val=torch.randn(8, 3, 67, 67, generator=g),
-        y_val=torch.arange(8) % 7,
-        mean=np.zeros(3),
-        std=np.ones(3),
-    )
+    data = random_fold()
     fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path)
     return fold, data
 

@@ -15,9 +15,9 @@ from emoprune.models.cnn import CNN
 from emoprune.pruning.callbacks import AngleTrace, load_unpruned_trace, save_unpruned_trace
 from emoprune.pruning.resume import pruned_fold, skip_epoch
 from emoprune.training.checkpoints import CheckpointEvery
-from emoprune.training.crossval import FoldTensors
 from emoprune.training.driver import FoldContext
 from emoprune.training.loop import adam, fit
+from folddata import random_fold
 
 LAYERS = ("fc1", "fc2", "fc3")
 
@@ -61,18 +61,6 @@ def test_skip_epoch_counts_both_thresholds_and_is_conservative():
     assert skip_epoch(_rows(quiet), _prune(every=60), 10, 50) == 10  # no check at all
 
 
-def _data():
-    g = torch.Generator().manual_seed(0)
-    return FoldTensors(
-        x_train=torch.randn(24, 3, 67, 67, generator=g),
-        y_train=torch.arange(24) % 7,
-        x_val=torch.randn(8, 3, 67, 67, generator=g),
-        y_val=torch.arange(8) % 7,
-        mean=np.zeros(3),
-        std=np.ones(3),
-    )
-
-
 def _train_unpruned(folder, data, cnn, mode):
     """train_cnn in small: checkpoints every cnn.checkpoint_every, the angle trace, the record."""
     torch.manual_seed(0)
@@ -106,7 +94,7 @@ def _gap(rows, epoch):
 @pytest.mark.parametrize("mode", ["output_weights", "activations"])
 def test_a_pruned_fold_resumed_later_ends_with_the_same_weights_and_records(tmp_path, mode):
     cnn = SimpleNamespace(lr=3e-3, epochs=7, batch_size=8, augment=False, checkpoint_every=2)
-    data = _data()
+    data = random_fold()
     rows = _train_unpruned(tmp_path, data, cnn, mode)
     # A threshold that no epoch before 4 reaches and epoch 4 or 5 does: a check acts first
     # there, so the shortcut resumes train_cnn's checkpoint of epoch 4 instead of 2.
