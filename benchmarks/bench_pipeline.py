@@ -29,10 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
-from benchmarks.bench_training import forward_flops_per_image, matmul_gflops
+from benchmarks.bench_training import MatmulPeaks, forward_flops_per_image
 from benchmarks.project import clean_env, make_project
 from emoprune.data import sample
 from emoprune.data.folds import load_folds
@@ -225,20 +224,10 @@ def training_floor(repo: Path, peaks: dict[str, float]) -> dict[str, float]:
     return floor
 
 
-class _MatmulPeaks(dict):
-    """{precision: GFLOP/s}, each measured when first read: bf16 only where a stage ran in it
-    (without AVX512-BF16 or AMX a bf16 matmul is emulated, and timing it takes minutes)."""
-
-    def __missing__(self, precision: str) -> float:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-        self[precision] = matmul_gflops(dtype=dtype)
-        return self[precision]
-
-
 def _floor_row(name: str, repo: Path, wall: float, what: str) -> dict:
     """The run's ``training_floor`` beside its wall time ``wall``: ratio = the fraction of the
     run that the FLOPs alone need at the machine's matmul rate."""
-    peaks = _MatmulPeaks()
+    peaks = MatmulPeaks()  # bf16 measured only where a stage ran in it
     floor = training_floor(repo, peaks)
     rates = ", ".join(f"{p} {g:.0f}" for p, g in peaks.items())
     total = sum(floor.values())

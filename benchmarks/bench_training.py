@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from emoprune.models.cnn import CNN
-from emoprune.training.loop import fit, seed_everything
+from emoprune.training.loop import bf16_supported, fit, seed_everything
 
 BATCH = 32
 
@@ -78,6 +78,33 @@ def matmul_gflops(
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+class MatmulPeaks(dict):
+    """{"fp32" | "bf16": ``matmul_gflops`` on ``device``}, each measured when first read: a
+    precision nothing ran in is never timed (without AVX512-BF16 or AMX a bf16 matmul is
+    emulated, and timing it takes minutes)."""
+
+    def __init__(self, device: str = "cpu", reps: int = 11, n: int = 2048):
+        super().__init__()
+        self.device, self.reps, self.n = device, reps, n
+
+    def __missing__(self, precision: str) -> float:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        self[precision] = matmul_gflops(self.n, self.reps, self.device, dtype)
+        return self[precision]
+
+
+def _smoke_peaks(smoke: bool, device: str) -> MatmulPeaks:
+    # The smoke run checks that the rows are built; a 512 x 512 product is enough for that.
+    return MatmulPeaks(device, reps=3, n=512) if smoke else MatmulPeaks(device)
+
+
+def _no_bf16_note(device: torch.device) -> str:
+    return (
+        f"no bf16 rows: {_where(device)} has no native bf16 (AVX512-BF16 or AMX), so "
+        "precision auto trains in float32 here"
+    )
+
+
 def _bare_epoch(model, optimizer, batches, device: torch.device) -> float:
     loss_fn = nn.CrossEntropyLoss()
     model.train()
@@ -116,12 +143,17 @@ def _where(device: torch.device) -> str:
     return f"CPU {torch.get_num_threads()} threads"
 
 
-def resnet18_rows(smoke: bool, device: str = "cpu") -> list[dict]:
+def resnet18_rows(
+    smoke: bool, device: str = "cpu", peaks: MatmulPeaks | None = None, bf16: bool | None = None
+) -> list[dict]:
     """ResNet18 fine-tuning throughput (the finetune_resnet recipe): channels_last vs not in
-    float32, channels_last in bf16 autocast, each as a fraction of the matmul peak."""
+    float32, and channels_last in bf16 autocast where ``bf16`` (default: where the device runs
+    it natively), each as a fraction of the matmul peak for its precision."""
     from emoprune.models.resnet import build_resnet, make_optimizer_and_scheduler
 
+    peaks = _smoke_peaks(smoke, device) if peaks is None else peaks
     device = torch.device(device)
+    bf16 = bf16_supported(device) if bf16 is None else bf16
     n, batch, reps = (16, 8, 1) if smoke else (64, 16, 3)
     if device.type == "cuda" and not smoke:
         n, reps = 512, 5
@@ -148,15 +180,14 @@ def resnet18_rows(smoke: bool, device: str = "cpu") -> list[dict]:
     rates = {
         "channels_last": rate("channels_last", "fp32"),
         "contiguous": rate("contiguous", "fp32"),
-        "bf16": rate("channels_last", "bf16"),
     }
+    if bf16:
+        rates["bf16"] = rate("channels_last", "bf16")
     model, _ = build_resnet("resnet18", 7, "none")
     flops_train = 3 * forward_flops_per_image(model, 224)  # backward ~= 2x forward
-    peaks = {
-        "fp32": matmul_gflops(reps=3 if smoke else 11, device=str(device)),
-        "bf16": matmul_gflops(reps=3 if smoke else 11, device=str(device), dtype=torch.bfloat16),
-    }
     note = f"resnet18 224px, SGD momentum, batch {batch}, N={n}, {_where(device)}, median of {reps}"
+    if not bf16:
+        note = f"{note}; {_no_bf16_note(device)}"
     rows = [
         {
             "group": "training",
@@ -167,20 +198,25 @@ def resnet18_rows(smoke: bool, device: str = "cpu") -> list[dict]:
             "ratio": rates["channels_last"] / rates["contiguous"],
             "note": f"{note}; channels_last (used by finetune_resnet) vs contiguous NCHW",
         },
-        {
-            "group": "training",
-            "name": "resnet18_train_bf16_images_per_s",
-            "value": rates["bf16"],
-            "unit": "img/s",
-            "baseline": rates["channels_last"],
-            "ratio": rates["bf16"] / rates["channels_last"],
-            "note": f"{note}; precision bf16, channels_last; ratio = over float32",
-        },
     ]
+    if bf16:
+        rows.append(
+            {
+                "group": "training",
+                "name": "resnet18_train_bf16_images_per_s",
+                "value": rates["bf16"],
+                "unit": "img/s",
+                "baseline": rates["channels_last"],
+                "ratio": rates["bf16"] / rates["channels_last"],
+                "note": f"{note}; precision bf16, channels_last; ratio = over float32",
+            }
+        )
     for name, precision, ips in (
         ("resnet18_train_gflops", "fp32", rates["channels_last"]),
-        ("resnet18_train_bf16_gflops", "bf16", rates["bf16"]),
+        ("resnet18_train_bf16_gflops", "bf16", rates.get("bf16")),
     ):
+        if ips is None:
+            continue
         achieved = ips * flops_train / 1e9
         rows.append(
             {
@@ -343,13 +379,22 @@ def frozen_resnet18_rows(smoke: bool, device: str = "cpu") -> list[dict]:
 
 
 def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
+    peaks = _smoke_peaks(smoke, device)  # one measurement per precision for all the rows
     return (
-        cnn_rows(smoke, device) + resnet18_rows(smoke, device) + frozen_resnet18_rows(smoke, device)
+        cnn_rows(smoke, device, peaks)
+        + resnet18_rows(smoke, device, peaks)
+        + frozen_resnet18_rows(smoke, device)
     )
 
 
-def cnn_rows(smoke: bool, device: str = "cpu") -> list[dict]:
+def cnn_rows(
+    smoke: bool, device: str = "cpu", peaks: MatmulPeaks | None = None, bf16: bool | None = None
+) -> list[dict]:
+    """fit against a bare loop on the paper's CNN, and its GFLOP/s as a fraction of the matmul
+    peak: in float32, and in bf16 autocast where ``bf16`` (default: where native)."""
+    peaks = _smoke_peaks(smoke, device) if peaks is None else peaks
     device = torch.device(device)
+    bf16 = bf16_supported(device) if bf16 is None else bf16
     n, reps = (64, 2) if smoke else (256, 9)
     if device.type == "cuda" and not smoke:
         n = 2048
@@ -373,24 +418,16 @@ def cnn_rows(smoke: bool, device: str = "cpu") -> list[dict]:
         for name, step in pair if rep % 2 == 0 else pair[::-1]:
             (bare if name == "bare" else fitted).append(n / step())
     bare_ips, fit_ips = statistics.median(bare), statistics.median(fitted)
-    # The same fit in bf16 autocast (precision: bf16), interleaved with nothing: its own median.
-    _fit_epoch(model, optimizer, (x[: 2 * BATCH], y[: 2 * BATCH]), device, "bf16")
-    bf16_ips = statistics.median(
-        n / _fit_epoch(model, optimizer, (x, y), device, "bf16") for _ in range(max(2, reps // 2))
-    )
-
     flops_train = 3 * forward_flops_per_image(CNN(), 227)  # backward ~= 2x forward
     achieved = fit_ips * flops_train / 1e9
-    peak = matmul_gflops(reps=3 if smoke else 11, device=str(device))
-    peak_bf16 = matmul_gflops(reps=3 if smoke else 11, device=str(device), dtype=torch.bfloat16)
-    achieved_bf16 = bf16_ips * flops_train / 1e9
+    peak = peaks["fp32"]
     # Other processes on a small machine skew throughput (not the interleaved ratio as much).
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     common = (
         f"paper CNN 227px, batch {BATCH}, N={n}, Adam, {_where(device)}, "
         f"median of {reps}, load avg {load:.1f}"
     )
-    return [
+    rows = [
         {
             "group": "training",
             "name": "bare_loop_images_per_s",
@@ -398,7 +435,7 @@ def cnn_rows(smoke: bool, device: str = "cpu") -> list[dict]:
             "unit": "img/s",
             "baseline": None,
             "ratio": None,
-            "note": common,
+            "note": common if bf16 else f"{common}; {_no_bf16_note(device)}",
         },
         {
             "group": "training",
@@ -428,6 +465,17 @@ def cnn_rows(smoke: bool, device: str = "cpu") -> list[dict]:
             "note": f"fit throughput x {flops_train / 1e6:.0f} MFLOP/image (3x forward); "
             "ratio = fraction of measured matmul peak",
         },
+    ]
+    if not bf16:
+        return rows
+    # The same fit in bf16 autocast (precision: bf16), interleaved with nothing: its own median.
+    _fit_epoch(model, optimizer, (x[: 2 * BATCH], y[: 2 * BATCH]), device, "bf16")
+    bf16_ips = statistics.median(
+        n / _fit_epoch(model, optimizer, (x, y), device, "bf16") for _ in range(max(2, reps // 2))
+    )
+    peak_bf16 = peaks["bf16"]
+    achieved_bf16 = bf16_ips * flops_train / 1e9
+    return rows + [
         {
             "group": "training",
             "name": "matmul_bf16_gflops",

@@ -121,6 +121,20 @@ def test_the_baseline_revision_is_extracted_without_lock_data_or_reports(tmp_pat
     assert "precision" not in (tmp_path / "params.yaml").read_text()
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_bf16_rows_and_their_peak_only_where_bf16_is_benchmarked(bf16):
+    from benchmarks.bench_training import MatmulPeaks, cnn_rows
+
+    peaks = MatmulPeaks(reps=1, n=256)
+    rows = cnn_rows(smoke=True, peaks=peaks, bf16=bf16)
+    names = {r["name"] for r in rows}
+    assert ({"matmul_bf16_gflops", "cnn_train_bf16_gflops"} <= names) == bf16
+    assert not bf16 or rows[-1]["baseline"] == peaks["bf16"]
+    # The bf16 matmul (minutes where emulated) is timed only when a bf16 row reads it.
+    assert set(peaks) == ({"fp32", "bf16"} if bf16 else {"fp32"})
+    assert bf16 or "no bf16 rows" in rows[0]["note"]
+
+
 def test_forward_flops_count_two_per_multiply_add_from_the_layer_shapes():
     from torch import nn
 
