@@ -113,6 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         help="end-to-end samples: default (the bundled 405 frames), full (675)",
     )
     args = parser.parse_args(argv)
+    machine = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        **cpu_info(),
+        "cuda": torch.cuda.is_available(),
+        "device": args.device,
+        "smoke": args.smoke,
+    }
+    out = Path(args.out)
     rows: list[dict] = []
     for name in args.only or (MODULES if args.smoke else MODULES + SLOW):
         start = time.perf_counter()
@@ -124,18 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows += module.run(smoke=args.smoke, **kwargs)
         print(f"   {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    if not args.smoke:
+        # After every module: an hours-long run that fails later keeps what it measured.
+        write_reports(out, machine, rows, targets=not args.smoke)
+    print(summary(rows))
+    print(f"\nwrote {out / 'bench.md'} and {out / 'bench.json'}", file=sys.stderr)
+    return 0
+
+
+def write_reports(out: Path, machine: dict, rows: list[dict], targets: bool) -> None:
+    """bench.json (the rows, machine-readable) and bench.md (the summary, then every row)."""
+    if targets:
         check_targets(rows)
-    machine = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        **cpu_info(),
-        "cuda": torch.cuda.is_available(),
-        "device": args.device,
-        "smoke": args.smoke,
-    }
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     md = (
@@ -143,9 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         f"```\n\n## Every row\n\n{table(rows)}\n"
     )
     (out / "bench.md").write_text(md)
-    print(summary(rows))
-    print(f"\nwrote {out / 'bench.md'} and {out / 'bench.json'}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

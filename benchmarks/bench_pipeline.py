@@ -139,7 +139,7 @@ def _profile_rows(repo: Path, top: int = 5) -> list[dict]:
     rows = []
     for stage, spec in stages.items():
         script = spec["cmd"].split()[-1]
-        _sh(repo, "python", "-m", "cProfile", "-o", str(prof / f"{stage}.prof"), script)
+        _sh(repo, "python", "-m", "benchmarks.profile_stage", str(prof / f"{stage}.prof"), script)
         rows += top_costs(prof / f"{stage}.prof", stage, top)
     return rows
 

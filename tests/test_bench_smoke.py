@@ -74,6 +74,37 @@ def test_a_profile_becomes_its_top_costs(tmp_path):
     assert any("genexpr" in r["note"] for r in rows) and 0 < rows[0]["ratio"] <= 1
 
 
+@pytest.mark.parametrize("ending", ["exit_now(0)", "pass"])
+def test_a_stage_is_profiled_however_it_ends(tmp_path, ending):
+    import subprocess
+    import sys
+
+    from benchmarks.bench_pipeline import top_costs
+    from benchmarks.project import REPO
+
+    # Stages end with exit_now (os._exit), where `python -m cProfile -o` writes nothing.
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import sys\n"
+        "from emoprune.pipeline.process import exit_now\n"
+        "def busy():\n"
+        "    return sum(i * i for i in range(300_000))\n"
+        "busy()\n"
+        "assert sys.argv[1:] == ['--x']\n"
+        f"{ending}\n"
+    )
+    out = tmp_path / "stage.prof"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.profile_stage", str(out), str(script), "--x"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = top_costs(out, "stage", top=3)
+    assert any("busy" in r["note"] or "genexpr" in r["note"] for r in rows), rows
+
+
 def test_the_suite_benchmark_times_a_passing_pytest_run():
     from benchmarks.__main__ import check_targets
     from benchmarks.bench_suite import run
