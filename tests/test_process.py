@@ -6,8 +6,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import REPO, subprocess_env
 from emoprune.errors import interrupt_in
+from emoprune.pipeline.process import in_store
 
 SCRIPT = textwrap.dedent(
     """
@@ -59,3 +62,63 @@ def test_an_error_raised_while_unwinding_an_interrupt_counts_as_the_interrupt():
     assert interrupt_in(error) is error.__context__
     assert isinstance(interrupt_in(KeyboardInterrupt()), KeyboardInterrupt)
     assert interrupt_in(RuntimeError("a bug")) is None and interrupt_in(None) is None
+
+
+# A stand-in for a tracking-store call: code whose module name is SQLAlchemy's, busy for a while
+# (as a slow sqlite commit is), that notes when it returns.
+STORE_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    from emoprune.pipeline import process
+
+    process.GIVE_UP_S = float(sys.argv[2])
+    namespace = {"__name__": "sqlalchemy.engine.fake", "time": time}
+    exec("def commit(seconds):\\n    end = time.monotonic() + seconds\\n"
+         "    while time.monotonic() < end:\\n        pass", namespace)
+    commit = namespace["commit"]
+    events = []
+    with process.interrupts_outside_store():
+        try:
+            # Arrives while the store is busy, as Ctrl-C would.
+            threading.Timer(0.1, os.kill, (os.getpid(), getattr(signal, sys.argv[1]))).start()
+            commit(0.5)
+            events.append("store returned")
+            while True:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            events.append("interrupted")
+    print(",".join(events))
+    """
+)
+
+
+def _store_run(sig: str, give_up_s: float) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", STORE_SCRIPT, sig, str(give_up_s)],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_waits_for_the_store_call_under_way(sig):
+    assert _store_run(sig, give_up_s=10) == "store returned,interrupted"
+
+
+def test_a_store_call_that_never_returns_is_interrupted_anyway():
+    assert _store_run("SIGINT", give_up_s=0.1) == "interrupted"
+
+
+def test_store_code_is_found_anywhere_up_the_stack():
+    namespace = {"__name__": "mlflow.store.tracking.fake", "sys": sys}
+    exec("def query(callback):\n    return callback()", namespace)
+    inside = namespace["query"](lambda: in_store(sys._getframe()))
+    assert inside
+    assert not in_store(sys._getframe())
+    assert not in_store(None)

@@ -316,3 +316,55 @@ def test_the_ui_link_opens_the_experiment_on_its_training_runs(store):
     )
     exp = MlflowClient().get_experiment(exp_id)
     assert exp.tags[tracking.KIND_TAG] == tracking.TRAINING_KIND  # for UIs that read the tag
+
+
+# A stage that does nothing but write to the store, so Ctrl-C almost surely arrives mid-write.
+WRITER = """
+import sys, traceback
+from emoprune.pipeline import tracking
+from emoprune.pipeline.process import in_store
+
+try:
+    with tracking.stage_run("train_cnn", "emoprune", {}):
+        step = 0
+        while True:
+            tracking.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+            tracking.flush_metrics()
+            step += 1
+            if step == 5:
+                print("writing", flush=True)
+except KeyboardInterrupt as exc:
+    frames = traceback.walk_tb(exc.__traceback__)
+    print("in store" if any(in_store(f) for f, _ in frames) else "outside the store", flush=True)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3])
+def test_ctrl_c_never_lands_inside_a_store_write(store, clean_env, delay):
+    """Else the sqlite connection keeps its write lock, the run cannot be marked KILLED, and
+    SQLAlchemy logs a traceback for the cursor it could not close."""
+    import signal
+
+    env = subprocess_env(EMOPRUNE_PIPELINE_ID="interrupted")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER],
+        cwd=store,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "writing\n", proc.stderr.read()
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert out == "outside the store\n"
+    assert "Traceback" not in err, err
+    runs, _ = _runs(store)
+    status = {r.info.run_name: r.info.status for r in runs.values()}
+    assert status["train_cnn"] == "KILLED" and status["pipeline"] == "KILLED", status

@@ -108,9 +108,11 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
 def _run_sweep(args: argparse.Namespace) -> int:
     from emoprune.pipeline import sweep
     from emoprune.pipeline.params import load_params
+    from emoprune.pipeline.process import interrupts_outside_store
 
     thresholds = sweep.parse_thresholds(args.thresholds)
-    results = sweep.run_sweep(thresholds, args.jobs, load_params().mlflow.experiment)
+    with interrupts_outside_store():  # the sweep run is marked KILLED, never a locked store
+        results = sweep.run_sweep(thresholds, args.jobs, load_params().mlflow.experiment)
     print(sweep.summary_table(results), end="")
     failed = sweep.failed(results)
     for name in failed:

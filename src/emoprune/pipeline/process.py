@@ -1,11 +1,25 @@
-"""How a stage process ends once its work is done."""
+"""How a stage process ends: once its work is done, or on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import os
+import signal
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+# Code that holds a tracking-store transaction open. A KeyboardInterrupt raised inside it leaves
+# the sqlite connection holding its write lock (the run then cannot be marked KILLED: "database
+# is locked"), makes SQLAlchemy log a traceback for the cursor it could not close, and can cut a
+# schema migration in half.
+STORE_MODULES = ("sqlalchemy", "sqlite3", "alembic", "mlflow.store")
+RECHECK_S = 0.02
+GIVE_UP_S = 10.0  # a store stuck this long is not worth waiting for: interrupt it anyway
 
 
 def exit_now(code: int) -> None:
@@ -26,3 +40,42 @@ def exit_now(code: int) -> None:
         except (OSError, ValueError):  # a closed pipe: nothing left to say
             pass
     os._exit(code)
+
+
+def in_store(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or any frame that called it runs code of ``STORE_MODULES``."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(STORE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextmanager
+def interrupts_outside_store(
+    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> Iterator[None]:
+    """Within the block, ``signals`` raise KeyboardInterrupt as Ctrl-C does, but never inside
+    tracking-store code: there the interrupt waits, re-checked every ``RECHECK_S``, until the
+    store call returns (or ``GIVE_UP_S`` has passed).
+    """
+    first_seen: list[float] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not first_seen:
+            first_seen.append(time.monotonic())
+        if in_store(frame) and time.monotonic() - first_seen[0] < GIVE_UP_S:
+            # Re-deliver the same signal to the main thread once the store has had a moment.
+            timer = threading.Timer(RECHECK_S, _thread.interrupt_main, args=(signum,))
+            timer.daemon = True
+            timer.start()
+            return
+        first_seen.clear()
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)

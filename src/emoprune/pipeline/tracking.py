@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from emoprune.errors import UserError, interrupt_in
+from emoprune.pipeline.process import interrupts_outside_store
 
 PIPELINE_TAG = "pipeline.id"
 PID_TAG = "emoprune.process"  # host:pid:start time of the process that owns a RUNNING run
@@ -399,17 +399,20 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @contextmanager
 def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterator[Any]:
     """Open the MLflow run of one stage execution, nested under its pipeline's parent run.
 
     ``params`` is the stage's own params (sections as nested dicts), logged flattened. The run
-    ends FINISHED on success, FAILED on an error and KILLED on Ctrl-C or SIGTERM.
+    ends FINISHED on success, FAILED on an error and KILLED on Ctrl-C or SIGTERM; either signal
+    waits for a store write under way to finish, so the store is never left locked.
     """
+    with interrupts_outside_store(), _stage_run(stage, experiment, params) as active:
+        yield active
+
+
+@contextmanager
+def _stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterator[Any]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -431,7 +434,6 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
     parent_id = ensure_parent(client, experiment_id, pid, tags, outer)
     os.environ.pop("MLFLOW_RUN_ID", None)
     mark_abandoned_runs(client, experiment_id, stage)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     status = "FAILED"
     try:
         # MLflow's own run creation, so its context providers set the Source, User and
@@ -460,7 +462,6 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any]) -> Iterato
                 if status == "KILLED":
                     mlflow.end_run(status="KILLED")
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if _is_own_parent(client, parent_id):
             if status == "FINISHED":
                 log_pipeline_metrics(client, parent_id)
