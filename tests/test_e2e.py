@@ -122,44 +122,68 @@ def test_second_repro_is_cached_and_logs_nothing(pipeline):
     assert len(after) == len(before)
 
 
-def _wait_for_first_epoch(repo: Path, timeout: float = 240) -> None:
-    """Until fold 0's epoch-1 checkpoint exists in the stage's temporary output folder."""
+def _wait_for_first_epoch(repo: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Until fold 0's epoch-1 checkpoint exists in the stage's temporary output folder, or the
+    run has ended."""
     import time
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         if list((repo / "outputs/models").glob(".cnn.*.tmp/fold0_epoch001.pt")):
             return
         time.sleep(0.2)
-    raise AssertionError("train_cnn never finished an epoch")
+    assert proc.poll() is not None, "train_cnn never finished an epoch"
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
-def test_a_killed_stage_leaves_nothing_and_reruns_to_the_same_metrics(pipeline, sig):
+def _interrupt_train_cnn(repo: Path, sig: str) -> tuple[subprocess.Popen, str, float]:
+    """`dvc repro -f -s train_cnn`, hit with ``sig`` while it is still training: the process,
+    its output and when it started.
+
+    The tiny stage trains for a second or two after its first checkpoint, so a signal sent then
+    can land after it is done. The process group is stopped first (SIGSTOP): if the temporary
+    output folder is still there, the stage has committed nothing and ``sig`` is sent before
+    it runs again; if not, the run is let finish and tried again.
+    """
     import os
     import signal
     import time
 
+    env = subprocess_env(TORCH_HOME=str(repo.parent / "torch-home"))
+    for _ in range(5):
+        started = time.time()
+        proc = subprocess.Popen(
+            ["dvc", "repro", "-f", "-s", "train_cnn"],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_for_first_epoch(repo, proc)
+            training = proc.poll() is None
+            if training:
+                # The whole process group, as a terminal's Ctrl-C or a `kill -9` would.
+                os.killpg(proc.pid, signal.SIGSTOP)
+                training = bool(list((repo / "outputs/models").glob(".cnn.*.tmp")))
+                if training:
+                    os.killpg(proc.pid, getattr(signal, sig))
+                os.killpg(proc.pid, signal.SIGCONT)
+            out = proc.communicate(timeout=60)[0].decode()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        if training:
+            return proc, out, started
+        assert proc.returncode == 0, out[-2000:]
+    raise AssertionError("train_cnn always finished before it could be interrupted")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_a_killed_stage_leaves_nothing_and_reruns_to_the_same_metrics(pipeline, sig):
     repo, _, _ = pipeline
     before = tinyrepo.read_metrics(repo)
-    started = time.time()
-    env = subprocess_env(TORCH_HOME=str(repo.parent / "torch-home"))
-    proc = subprocess.Popen(
-        ["dvc", "repro", "-f", "-s", "train_cnn"],
-        cwd=repo,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        _wait_for_first_epoch(repo)
-        # The whole process group, as a terminal's Ctrl-C or a `kill -9` of the job would.
-        os.killpg(proc.pid, getattr(signal, sig))
-        out = proc.communicate(timeout=60)[0].decode()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, out, started = _interrupt_train_cnn(repo, sig)
     assert proc.returncode != 0
     if sig == "SIGINT":
         assert "Traceback" not in out, out[-2000:]
