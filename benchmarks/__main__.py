@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from emoprune.pipeline.stage import reuse_freed_memory
+
 MODULES = ("bench_features", "bench_training", "bench_pruning", "bench_tracking")
 # The targets: (row name pattern, field compared, operator, bound). A smoke run checks none.
 TARGETS = (
@@ -113,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         help="end-to-end samples: default (the bundled 405 frames), full (675)",
     )
     args = parser.parse_args(argv)
+    # The training rows' steps allocate as the stages' do (pipeline.stage.reuse_freed_memory).
+    reuses_freed = reuse_freed_memory()
     machine = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -121,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "cuda": torch.cuda.is_available(),
         "device": args.device,
         "smoke": args.smoke,
+        "malloc_reuses_freed_memory": reuses_freed,
     }
     out = Path(args.out)
     rows: list[dict] = []
