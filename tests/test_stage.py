@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import REPO, subprocess_env
+from emoprune.pipeline.stage import _MALLOC_ENV
 
 PROBE = """
 import json, os
@@ -25,16 +26,21 @@ print(json.dumps({
 """
 
 
-def _probe(**env: str) -> dict:
+def _run(script: str, *args: str, unset: tuple[str, ...], **env: str) -> dict:
+    """``script``'s JSON output, run in a fresh interpreter with the stages' environment, less
+    the ``unset`` variables that ``env`` does not give."""
     base = subprocess_env(**env)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in unset:
         if var not in env:
             base.pop(var, None)
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=REPO, env=base, capture_output=True, text=True
-    )
+    argv = [sys.executable, "-c", script, *args]
+    out = subprocess.run(argv, cwd=REPO, env=base, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def _probe(**env: str) -> dict:
+    return _run(PROBE, unset=("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"), **env)
 
 
 def test_stages_run_every_openblas_on_one_thread_and_leave_torch_alone():
@@ -70,14 +76,8 @@ print(json.dumps({"applied": applied, "faulted": (faults() - start) / 10 / pages
 
 
 def _malloc_probe(call: bool, **env: str) -> dict:
-    base = subprocess_env(**env)
-    for var in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
-        if var not in env:
-            base.pop(var, None)
-    argv = [sys.executable, "-c", MALLOC_PROBE, "call" if call else "skip"]
-    out = subprocess.run(argv, cwd=REPO, env=base, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    unset = ("GLIBC_TUNABLES", *_MALLOC_ENV)
+    return _run(MALLOC_PROBE, "call" if call else "skip", unset=unset, **env)
 
 
 def test_freed_memory_is_reused_without_page_faults():
