@@ -14,7 +14,7 @@ import torch
 from emoprune.models.cnn import CNN
 from emoprune.pruning.callbacks import AngleTrace, load_unpruned_trace, save_unpruned_trace
 from emoprune.pruning.resume import pruned_fold, skip_epoch
-from emoprune.training.checkpoints import CheckpointEvery
+from emoprune.training.checkpoints import CheckpointEvery, checkpoint_path, save_cnn
 from emoprune.training.driver import FoldContext
 from emoprune.training.loop import adam, fit
 from folddata import random_fold
@@ -37,7 +37,8 @@ def _prune(**kw):
 
 @pytest.mark.parametrize(
     ("first_acting", "expected"),
-    [(29, 20), (30, 30), (10, 10), (50, 40), (None, 40)],  # None: no check ever acts
+    # 50 and None: no check before the final epoch acts, so the final model is the start.
+    [(29, 20), (30, 30), (10, 10), (49, 40), (50, 50), (None, 50)],
 )
 def test_skip_epoch_is_the_checkpoint_before_the_first_check_that_could_act(first_acting, expected):
     rows = _rows({e: (20.0 if e == first_acting else 40.0, 120.0) for e in range(1, 51)})
@@ -51,13 +52,15 @@ def test_skip_epoch_counts_both_thresholds_and_is_conservative():
     at_threshold = _rows({**quiet, 27: (25.0 + 1e-9, 120.0)})  # the last bits could differ
     assert skip_epoch(at_threshold, _prune(), 10, 50) == 20
     other_layer = _rows(quiet) + _rows({e: (1.0, 179.0) for e in range(1, 51)}, "fc2")
-    assert skip_epoch(other_layer, _prune(), 10, 50) == 40  # fc2 is not pruned
+    assert skip_epoch(other_layer, _prune(), 10, 50) == 50  # fc2 is not pruned
     assert skip_epoch(other_layer, _prune(layers=["fc1", "fc2"]), 10, 50) == 10
     gap = _rows({e: a for e, a in quiet.items() if e != 24})  # a trace that misses an epoch
     assert skip_epoch(gap, _prune(), 10, 50) == 20
     assert skip_epoch([], _prune(), 10, 50) == 10
-    # every=7: checks at 17, ..., 45; the last check is where a quiet run must still resume.
+    # every=7: checks at 17, ..., 45; the last check, before the final epoch, is where a quiet
+    # run must still resume.
     assert skip_epoch(_rows(quiet), _prune(every=7), 10, 50) == 40
+    assert skip_epoch(_rows(quiet), _prune(every=8), 10, 50) == 50  # the last check is at 50
     assert skip_epoch(_rows(quiet), _prune(every=60), 10, 50) == 10  # no check at all
 
 
@@ -80,6 +83,7 @@ def _train_unpruned(folder, data, cnn, mode):
         callbacks=[saver, trace],
         progress=False,
     )
+    save_cnn(checkpoint_path(folder, 0), model, epoch=cnn.epochs)  # the final model
     epoch_rows = [{"fold": 0, **vars(h)} for h in history]
     save_unpruned_trace(folder, mode, epoch_rows, trace.rows)
     return trace.rows
@@ -91,17 +95,11 @@ def _gap(rows, epoch):
     return min(row["min_angle"], 180 - row["max_angle"])
 
 
-@pytest.mark.parametrize("mode", ["output_weights", "activations"])
-def test_a_pruned_fold_resumed_later_ends_with_the_same_weights_and_records(tmp_path, mode):
-    cnn = SimpleNamespace(lr=3e-3, epochs=7, batch_size=8, augment=False, checkpoint_every=2)
-    data = random_fold()
-    rows = _train_unpruned(tmp_path, data, cnn, mode)
-    # A threshold that no epoch before 4 reaches and epoch 4 or 5 does: a check acts first
-    # there, so the shortcut resumes train_cnn's checkpoint of epoch 4 instead of 2.
-    first = next(e for e in (4, 5) if _gap(rows, e) < min(_gap(rows, d) for d in range(2, e)))
-    threshold = (_gap(rows, first) + min(_gap(rows, d) for d in range(2, first))) / 2
-    assert 0 < threshold < 90
-    prune = SimpleNamespace(
+CNN_SMALL = dict(lr=3e-3, epochs=7, batch_size=8, augment=False, checkpoint_every=2)
+
+
+def _prune_at(threshold, mode):
+    return SimpleNamespace(
         start_epoch=2,
         every=1,
         threshold=threshold,
@@ -110,19 +108,21 @@ def test_a_pruned_fold_resumed_later_ends_with_the_same_weights_and_records(tmp_
         complementary="remove_both",
     )
 
-    def run(name, trace):
-        logged, epochs_logged = [], []
-        fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path / name)
-        fold = fold.with_callbacks(lambda stats, model: epochs_logged.append(stats.epoch))
-        out = pruned_fold(
-            prune, cnn, str(tmp_path), trace, data, fold, lambda m, s: logged.append((s, m))
-        )
-        return out, logged, epochs_logged
 
-    full, full_log, full_epochs = run("full", {})
-    short, short_log, short_epochs = run("shortcut", load_unpruned_trace(tmp_path, mode))
-    assert full.metrics["resumed_at_epoch"] == 2 and short.metrics["resumed_at_epoch"] == 4
-    assert full.notes["mask"].removed["fc1"], "the threshold must make pruning act"
+def _pruned_run(tmp_path, name, prune, cnn, trace, data):
+    """pruned_fold from the checkpoints in ``tmp_path``: (fit, MLflow log, epochs logged)."""
+    logged, epochs_logged = [], []
+    fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path / name)
+    fold = fold.with_callbacks(lambda stats, model: epochs_logged.append(stats.epoch))
+    out = pruned_fold(
+        prune, cnn, str(tmp_path), trace, data, fold, lambda m, s: logged.append((s, m))
+    )
+    return out, logged, epochs_logged
+
+
+def _assert_same_run(full, short):
+    """Two pruned_fold runs (fit, log, epochs logged) with the same weights and records."""
+    (full, full_log, full_epochs), (short, short_log, short_epochs) = full, short
     assert full.notes["mask"].removed == short.notes["mask"].removed
     for (name, a), b in zip(full.model.state_dict().items(), short.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -138,7 +138,44 @@ def test_a_pruned_fold_resumed_later_ends_with_the_same_weights_and_records(tmp_
         assert full.metrics[key] == short.metrics[key], key
     for when in ("first", "last"):
         np.testing.assert_array_equal(pf.histograms[when]["fc1"], ps.histograms[when]["fc1"])
+
+
+@pytest.mark.parametrize("mode", ["output_weights", "activations"])
+def test_a_pruned_fold_resumed_later_ends_with_the_same_weights_and_records(tmp_path, mode):
+    cnn = SimpleNamespace(**CNN_SMALL)
+    data = random_fold()
+    rows = _train_unpruned(tmp_path, data, cnn, mode)
+    # A threshold that no epoch before 4 reaches and epoch 4 or 5 does: a check acts first
+    # there, so the shortcut resumes train_cnn's checkpoint of epoch 4 instead of 2.
+    first = next(e for e in (4, 5) if _gap(rows, e) < min(_gap(rows, d) for d in range(2, e)))
+    threshold = (_gap(rows, first) + min(_gap(rows, d) for d in range(2, first))) / 2
+    assert 0 < threshold < 90
+    prune = _prune_at(threshold, mode)
+    full = _pruned_run(tmp_path, "full", prune, cnn, {}, data)
+    short = _pruned_run(tmp_path, "shortcut", prune, cnn, load_unpruned_trace(tmp_path, mode), data)
+    assert full[0].metrics["resumed_at_epoch"] == 2 and short[0].metrics["resumed_at_epoch"] == 4
+    assert full[0].notes["mask"].removed["fc1"], "the threshold must make pruning act"
+    _assert_same_run(full, short)
     assert (tmp_path / "shortcut" / "fold0.pt").is_file()
+
+
+@pytest.mark.parametrize("acts_last", [False, True])
+def test_a_fold_no_earlier_check_acts_on_takes_the_final_model_and_checks_it(tmp_path, acts_last):
+    cnn = SimpleNamespace(**CNN_SMALL)
+    data = random_fold()
+    rows = _train_unpruned(tmp_path, data, cnn, "output_weights")
+    before = min(_gap(rows, e) for e in range(2, 7))
+    # Under every gap (nothing ever acts), or between the last epoch's and the earlier ones'.
+    threshold = (before + _gap(rows, 7)) / 2 if acts_last else min(before, _gap(rows, 7)) / 2
+    if acts_last and _gap(rows, 7) >= before:
+        pytest.skip("this seed's last epoch has no pair closer than the earlier ones")
+    prune = _prune_at(threshold, "output_weights")
+    full = _pruned_run(tmp_path, "full", prune, cnn, {}, data)
+    trace = load_unpruned_trace(tmp_path, "output_weights")
+    short = _pruned_run(tmp_path, "shortcut", prune, cnn, trace, data)
+    assert full[0].metrics["resumed_at_epoch"] == 2 and short[0].metrics["resumed_at_epoch"] == 7
+    assert bool(full[0].notes["mask"].removed["fc1"]) is acts_last
+    _assert_same_run(full, short)
 
 
 def _same(a, b) -> bool:

@@ -7,7 +7,9 @@ every ``every`` epochs, so the two differ only by what pruning did.
 Until its first check that acts, the pruned run *is* train_cnn's run (same checkpoint, seeds and
 batches; a check that removes nothing changes nothing), so a fold resumes from train_cnn's latest
 checkpoint at or before that check, read off train_cnn's angle trace, and replays the skipped
-epochs' records from that trace: the same weights and records for less training.
+epochs' records from that trace: the same weights and records for less training. Where no check
+before the final epoch can act, the fold takes train_cnn's final model and runs only the last
+check, on the final weights, as the full run would.
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ ANGLE_MARGIN = 1e-6
 @dataclass
 class Skip:
     """train_cnn's record of one fold up to ``epoch``, where prune_fold picks its run up:
-    the checkpoint's weights and Adam state, the EpochStats of epochs start_epoch+1..epoch, and
-    the unpruned angle trace rows {epoch: {layer: row}} of epochs start_epoch..epoch."""
+    the checkpoint's weights and Adam state (None at the final epoch), the EpochStats of epochs
+    start_epoch+1..epoch, and the unpruned angle trace rows {epoch: {layer: row}} of epochs
+    start_epoch..epoch."""
 
     epoch: int
     state_dict: dict
-    opt_state: dict
+    opt_state: dict | None
     history: list[EpochStats]
     angles: dict[int, dict[str, Mapping[str, Any]]]
 
@@ -61,12 +64,22 @@ def _by_epoch(rows: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Mapping[
     return grouped
 
 
+def _load_at(cnn_dir: str, fold: int, epoch: int, epochs: int) -> tuple[CNN, dict, dict | None]:
+    """train_cnn's (model, meta, Adam state) of ``fold`` at ``epoch``: a resumable checkpoint,
+    or at ``epochs`` the final model, which has no Adam state (None)."""
+    if epoch < epochs:
+        return ckpt.load_resumable(cnn_dir, fold, epoch)
+    return ckpt.load_cnn_checkpoint(ckpt.checkpoint_path(cnn_dir, fold))
+
+
 def skip_epoch(
     angles: Sequence[Mapping[str, Any]], prune: Any, checkpoint_every: int, epochs: int
 ) -> int:
     """The epoch a pruned fold can resume train_cnn's run from: the latest checkpoint at or
     before the first epoch whose unpruned angles could make a check act (a pair of
-    ``prune.layers`` under ``prune.threshold`` or over 180 - it), or before the last check.
+    ``prune.layers`` under ``prune.threshold`` or over 180 - it), or before the last check;
+    ``epochs`` (train_cnn's final model) where the last check is at the final epoch and none
+    before it can act, since that check then sees train_cnn's final weights.
 
     ``angles`` are the fold's unpruned trace rows (epoch, layer, min_angle, max_angle). Epochs
     before the returned one have no pair past the thresholds, so their trace rows are known
@@ -86,6 +99,8 @@ def skip_epoch(
         ):
             break
     else:
+        if last_check == epochs:
+            return epochs
         epoch = last_check
     return _checkpoint_at_or_before(epoch, start, checkpoint_every, epochs)
 
@@ -332,10 +347,7 @@ def control_fold(
     ``resume_epoch`` (the final model when ``schedule`` is empty), the control's own
     checkpoint saved as ``fold.out/fold<k>.pt`` with its mask."""
     at = resume_epoch(schedule, prune.start_epoch, cnn.checkpoint_every, cnn.epochs)
-    if at < cnn.epochs:
-        model, meta, adam_state = ckpt.load_resumable(cnn_dir, fold.k, at)
-    else:
-        model, meta, adam_state = ckpt.load_cnn_checkpoint(ckpt.checkpoint_path(cnn_dir, fold.k))
+    model, meta, adam_state = _load_at(cnn_dir, fold.k, at, cnn.epochs)
     fit = baseline_fold(kind, schedule, prune.layers, cnn, model, adam_state, at, data, fold)
     save_pruned(fit, meta, cnn.epochs, fold)
     return fit
@@ -358,7 +370,7 @@ def pruned_fold(
     at = skip_epoch(record["angles"], prune, cnn.checkpoint_every, cnn.epochs)
     skip = None
     if at > prune.start_epoch:
-        resumed, _, state = ckpt.load_resumable(cnn_dir, fold.k, at)
+        resumed, _, state = _load_at(cnn_dir, fold.k, at, cnn.epochs)
         epochs = record["epochs"]
         history = [EpochStats(**e) for e in epochs if prune.start_epoch < e["epoch"] <= at]
         if [h.epoch for h in history] == list(range(prune.start_epoch + 1, at + 1)):
