@@ -32,7 +32,8 @@ def main(p: Params) -> None:
     def fit_control(kind):
         def fit_fold(fold):
             data = fold_tensors(images, folds, fold.k)
-            fit = control_fold(kind, schedules[fold.k], q, p.cnn, CNN_DIR, data, fold)
+            unpruned = firsts[fold.k]  # the unpruned run where the control's first removal is
+            fit = control_fold(kind, schedules[fold.k], q, p.cnn, CNN_DIR, data, fold, unpruned)
             removed_ids[kind] += [{"fold": fold.k, **r} for r in fit.notes["removal"].log]
             return fit
 
@@ -43,6 +44,7 @@ def main(p: Params) -> None:
         cv = cross_validate_logged(p, fit_fold, tmp, model_name="shrunk_fold{k}")
         log_ids = [row for r in pruners for row in r.log_ids]
         schedules = {k: schedule_from_log(log_ids, k) for k in cv.per_fold}
+        firsts = {r.fold: r.before_first_removal for r in pruners}
         controls = {  # same counts, same epochs, same seeds and batches
             kind: cross_validate_logged(
                 p, fit_control(kind), tmp / kind, model_name=kind + "_fold{k}", prefix=kind + "/"

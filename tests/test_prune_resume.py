@@ -1,6 +1,7 @@
-"""prune_cnn's shortcut: a pruned fold picks train_cnn's run up at the latest checkpoint before
-its first check that could act, and ends with the same weights, removals and records as a run
-from prune.start_epoch."""
+"""prune_cnn's shortcuts: a pruned fold picks train_cnn's run up at the latest checkpoint before
+its first check that could act (or its final model), and an equal-size control picks the pruned
+run up just before its first removal; each ends with the same weights, removals and records as a
+run from the earlier start."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 import torch
 
 from emoprune.models.cnn import CNN
+from emoprune.pruning.baselines import schedule_from_log
 from emoprune.pruning.callbacks import AngleTrace, load_unpruned_trace, save_unpruned_trace
-from emoprune.pruning.resume import pruned_fold, skip_epoch
+from emoprune.pruning.resume import control_fold, pruned_fold, skip_epoch
 from emoprune.training.checkpoints import CheckpointEvery, checkpoint_path, save_cnn
 from emoprune.training.driver import FoldContext
 from emoprune.training.loop import adam, fit
@@ -176,6 +178,35 @@ def test_a_fold_no_earlier_check_acts_on_takes_the_final_model_and_checks_it(tmp
     assert full[0].metrics["resumed_at_epoch"] == 2 and short[0].metrics["resumed_at_epoch"] == 7
     assert bool(full[0].notes["mask"].removed["fc1"]) is acts_last
     _assert_same_run(full, short)
+
+
+def test_controls_resume_at_the_pruned_runs_first_removal_with_the_same_results(tmp_path):
+    cnn = SimpleNamespace(**CNN_SMALL)
+    data = random_fold()
+    rows = _train_unpruned(tmp_path, data, cnn, "output_weights")
+    # A check that first acts at an odd epoch, past the checkpoint (every 2) before it.
+    first = next(e for e in (3, 5) if _gap(rows, e) < min(_gap(rows, d) for d in range(2, e)))
+    threshold = (_gap(rows, first) + min(_gap(rows, d) for d in range(2, first))) / 2
+    pruned, _, _ = _pruned_run(
+        tmp_path, "pruned", _prune_at(threshold, "output_weights"), cnn, {}, data
+    )
+    unpruned = pruned.notes["pruner"].before_first_removal
+    schedule = schedule_from_log(pruned.notes["pruner"].log_ids, 0)
+    assert unpruned.epoch == min(schedule) == first
+    prune = _prune_at(threshold, "output_weights")
+    for kind in ("random", "magnitude"):  # both from one state: each takes its own copy
+        runs = []
+        for name, start in (("checkpoint", None), ("unpruned", unpruned)):
+            fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path / kind / name)
+            runs.append(control_fold(kind, schedule, prune, cnn, str(tmp_path), data, fold, start))
+        old, new = runs
+        assert old.metrics["resumed_at_epoch"] == first - 1
+        assert new.metrics["resumed_at_epoch"] == first
+        assert old.notes["removal"].log == new.notes["removal"].log
+        assert old.notes["mask"].removed == new.notes["mask"].removed
+        for (key, a), b in zip(old.model.state_dict().items(), new.model.state_dict().values()):
+            assert torch.equal(a, b), (kind, key)
+        assert [h.epoch for h in new.history] == list(range(first + 1, 8))
 
 
 def _same(a, b) -> bool:

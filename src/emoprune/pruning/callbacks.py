@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,12 +143,30 @@ class AngleTrace:
         self.record(stats.epoch, model, self.activations(model))
 
 
+@dataclass
+class UnprunedState:
+    """A run's weights and Adam state after ``epoch``, before any neuron was removed."""
+
+    epoch: int
+    weights: dict[str, torch.Tensor]
+    adam: dict
+
+    @classmethod
+    def of(cls, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> UnprunedState:
+        """Copies, which the run's later steps leave alone."""
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return cls(epoch, weights, copy.deepcopy(optimizer.state_dict()))
+
+
 class Pruner(AngleTrace):
     """fit callback: Gedeon's distinctiveness check every ``every`` epochs, traced every epoch.
 
     The mask it fills is attached to the optimizer, so removed neurons stay dead through Adam's
     later steps. ``on_first_prune(model)`` runs once, right after the first check that removed
-    something, to score the network "just after pruning".
+    something, to score the network "just after pruning". Given the run's ``optimizer``, it
+    keeps the state just before that check as ``before_first_removal``: until then the run is
+    the unpruned one, so the equal-size controls, whose first removal is at the same epoch,
+    pick it up there instead of retraining from an earlier checkpoint.
     """
 
     def __init__(
@@ -163,6 +183,8 @@ class Pruner(AngleTrace):
         self.mask, self.complementary = mask, complementary
         self.start_epoch, self.every = start_epoch, every
         self.on_first_prune = on_first_prune
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.before_first_removal: UnprunedState | None = None
         self.log_ids: list[dict[str, Any]] = []  # the pruned neuron ids per check (JSON log)
         self.histograms: dict[str, dict[str, np.ndarray]] = {}  # see snapshot
 
@@ -201,6 +223,8 @@ class Pruner(AngleTrace):
         acts = collect_activations(model, self.x_train, self.layers, self.device) if need else {}
         self.snapshot("last", model, acts)
         before = {layer: set(self.mask.removed[layer]) for layer in self.layers}
+        unpruned = self.optimizer is not None and not any(before.values())
+        state = UnprunedState.of(epoch, model, self.optimizer) if unpruned else None
         steps = prune_model(model, acts, self.mask, self.threshold, self.mode, self.complementary)
         rows = []
         for layer, step in steps.items():
@@ -232,8 +256,10 @@ class Pruner(AngleTrace):
                 }
             )
         self.add_rows(rows)
-        if self.on_first_prune is not None and any(
-            self.mask.removed[layer] - before[layer] for layer in self.layers
-        ):
+        if not any(self.mask.removed[layer] - before[layer] for layer in self.layers):
+            return
+        if state is not None:
+            self.before_first_removal = state
+        if self.on_first_prune is not None:
             self.on_first_prune(model)
             self.on_first_prune = None

@@ -14,6 +14,7 @@ check, on the final weights, as the full run would.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 from emoprune.evaluation.size import model_size_and_latency
 from emoprune.models.cnn import CNN
 from emoprune.pruning.baselines import Schedule, ScheduledRemoval
-from emoprune.pruning.callbacks import Pruner
+from emoprune.pruning.callbacks import Pruner, UnprunedState
 from emoprune.pruning.mask import PruneMask
 from emoprune.pruning.shrink import shrink
 from emoprune.training import checkpoints as ckpt
@@ -152,6 +153,7 @@ def prune_fold(
         at, opt_state, history = skip.epoch, skip.opt_state, list(skip.history)
     opt = adam(model, cnn.lr, opt_state)
     mask.attach(opt)
+    pruner.optimizer = opt
     # The trace starts from the checkpoint pruning resumes; there a check runs when one is due.
     if pruner.is_check(at):
         pruner(history[-1], model)
@@ -172,7 +174,8 @@ def prune_fold(
         callbacks=[*fold.callbacks, pruner],
         precision=fold.precision,
     )
-    pruner.x_train = None  # the stage keeps the pruner for its records, not the fold's images
+    # The stage keeps the pruner for its records and the controls' start, not the fold's images.
+    pruner.x_train, pruner.optimizer = None, None
     small, sizes = _shrink_and_size(model, mask, fold.device)
     metrics = {
         "val_acc_before": before["acc"],
@@ -280,7 +283,8 @@ def baseline_fold(
     neurons, chosen by ``kind`` (``random`` | ``magnitude``), after the scheduled epochs.
 
     ``layers`` are the masked layers (prune.layers; the schedule names some of them); with an
-    empty schedule the control is the unpruned CNN itself and nothing trains. The fit's
+    empty schedule the control is the unpruned CNN itself and nothing trains, and resumed at
+    ``cnn.epochs`` it only loses what the schedule removes there. The fit's
     ``export`` is the shrunk network; its notes hold the ``mask`` and the ``removal`` callback
     (its log names every neuron removed).
     """
@@ -288,10 +292,10 @@ def baseline_fold(
     mask = PruneMask(model, layers)
     removal = ScheduledRemoval(mask, kind, schedule, seed=fold.seed)
     history: list = []
+    removal.remove_at(resumed_at, model)  # a removal due at the resumed epoch itself
     if resumed_at < cnn.epochs:
         opt = adam(model, cnn.lr, opt_state)
         mask.attach(opt)
-        removal.remove_at(resumed_at, model)  # a removal due at the checkpoint's own epoch
         history = fit(
             model,
             (data.x_train, data.y_train),
@@ -342,12 +346,21 @@ def control_fold(
     cnn_dir: str,
     data: FoldTensors,
     fold: FoldContext,
+    unpruned: UnprunedState | None = None,
 ) -> FoldFit:
     """``baseline_fold`` from train_cnn's checkpoints in ``cnn_dir``: resumed at
     ``resume_epoch`` (the final model when ``schedule`` is empty), the control's own
-    checkpoint saved as ``fold.out/fold<k>.pt`` with its mask."""
+    checkpoint saved as ``fold.out/fold<k>.pt`` with its mask.
+
+    ``unpruned``, the pruned fold's ``Pruner.before_first_removal``, is the unpruned run at
+    the epoch of its first removal, which is the control's first too: the control resumes
+    there, later than any checkpoint, with the same weights and Adam state."""
     at = resume_epoch(schedule, prune.start_epoch, cnn.checkpoint_every, cnn.epochs)
     model, meta, adam_state = _load_at(cnn_dir, fold.k, at, cnn.epochs)
+    if unpruned is not None and schedule and at <= unpruned.epoch == min(schedule):
+        model.load_state_dict(unpruned.weights)
+        # Its own copy: Adam's load_state_dict keeps the tensors it is given and steps them.
+        at, adam_state = unpruned.epoch, copy.deepcopy(unpruned.adam)
     fit = baseline_fold(kind, schedule, prune.layers, cnn, model, adam_state, at, data, fold)
     save_pruned(fit, meta, cnn.epochs, fold)
     return fit
