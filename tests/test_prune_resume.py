@@ -97,6 +97,13 @@ def _gap(rows, epoch):
     return min(row["min_angle"], 180 - row["max_angle"])
 
 
+def _first_acting(rows, candidates):
+    """(epoch, threshold): the first of ``candidates`` whose closest fc1 pair is closer than any
+    epoch's since 2, and a threshold between the two, so that a check acts first there."""
+    first = next(e for e in candidates if _gap(rows, e) < min(_gap(rows, d) for d in range(2, e)))
+    return first, (_gap(rows, first) + min(_gap(rows, d) for d in range(2, first))) / 2
+
+
 CNN_SMALL = dict(lr=3e-3, epochs=7, batch_size=8, augment=False, checkpoint_every=2)
 
 
@@ -149,8 +156,7 @@ def test_a_pruned_fold_resumed_later_ends_with_the_same_weights_and_records(tmp_
     rows = _train_unpruned(tmp_path, data, cnn, mode)
     # A threshold that no epoch before 4 reaches and epoch 4 or 5 does: a check acts first
     # there, so the shortcut resumes train_cnn's checkpoint of epoch 4 instead of 2.
-    first = next(e for e in (4, 5) if _gap(rows, e) < min(_gap(rows, d) for d in range(2, e)))
-    threshold = (_gap(rows, first) + min(_gap(rows, d) for d in range(2, first))) / 2
+    first, threshold = _first_acting(rows, (4, 5))
     assert 0 < threshold < 90
     prune = _prune_at(threshold, mode)
     full = _pruned_run(tmp_path, "full", prune, cnn, {}, data)
@@ -168,9 +174,8 @@ def test_a_fold_no_earlier_check_acts_on_takes_the_final_model_and_checks_it(tmp
     rows = _train_unpruned(tmp_path, data, cnn, "output_weights")
     before = min(_gap(rows, e) for e in range(2, 7))
     # Under every gap (nothing ever acts), or between the last epoch's and the earlier ones'.
-    threshold = (before + _gap(rows, 7)) / 2 if acts_last else min(before, _gap(rows, 7)) / 2
-    if acts_last and _gap(rows, 7) >= before:
-        pytest.skip("this seed's last epoch has no pair closer than the earlier ones")
+    assert _gap(rows, 7) < before, "the seed must bring the last epoch's closest pair nearer"
+    threshold = (before + _gap(rows, 7)) / 2 if acts_last else _gap(rows, 7) / 2
     prune = _prune_at(threshold, "output_weights")
     full = _pruned_run(tmp_path, "full", prune, cnn, {}, data)
     trace = load_unpruned_trace(tmp_path, "output_weights")
@@ -185,15 +190,12 @@ def test_controls_resume_at_the_pruned_runs_first_removal_with_the_same_results(
     data = random_fold()
     rows = _train_unpruned(tmp_path, data, cnn, "output_weights")
     # A check that first acts at an odd epoch, past the checkpoint (every 2) before it.
-    first = next(e for e in (3, 5) if _gap(rows, e) < min(_gap(rows, d) for d in range(2, e)))
-    threshold = (_gap(rows, first) + min(_gap(rows, d) for d in range(2, first))) / 2
-    pruned, _, _ = _pruned_run(
-        tmp_path, "pruned", _prune_at(threshold, "output_weights"), cnn, {}, data
-    )
+    first, threshold = _first_acting(rows, (3, 5))
+    prune = _prune_at(threshold, "output_weights")
+    pruned, _, _ = _pruned_run(tmp_path, "pruned", prune, cnn, {}, data)
     unpruned = pruned.notes["pruner"].before_first_removal
     schedule = schedule_from_log(pruned.notes["pruner"].log_ids, 0)
     assert unpruned.epoch == min(schedule) == first
-    prune = _prune_at(threshold, "output_weights")
     for kind in ("random", "magnitude"):  # both from one state: each takes its own copy
         runs = []
         for name, start in (("checkpoint", None), ("unpruned", unpruned)):
