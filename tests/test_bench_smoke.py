@@ -253,3 +253,48 @@ def test_the_training_floor_counts_the_steps_the_run_took(tmp_path, freeze):
     # Twice the rate, half the floor.
     half = training_floor(repo, {k: 2 * v for k, v in peaks.items()})
     assert sum(half.values()) == pytest.approx(sum(floor.values()) / 2)
+
+
+@pytest.mark.parametrize("auto", ["bf16", "fp32"])
+def test_precisions_are_compared_over_every_fold(tmp_path, monkeypatch, auto):
+    import json
+
+    from benchmarks import bench_pipeline
+
+    (tmp_path / "reports/train_cnn").mkdir(parents=True)
+    (tmp_path / "reports/train_cnn/metrics.json").write_text(
+        json.dumps({"cnn": {"precision": auto}})
+    )
+    runs = []
+    models = ("cnn", "pruned", "random", "magnitude", "resnet18")
+
+    def sh(repo, *cmd):
+        assert repo == tmp_path
+        runs.append(cmd)
+        return 1.0, ""
+
+    def accuracies(repo):  # each run's accuracies tell which settings it ran with
+        cmd = " ".join(runs[-1])
+        shift = 0.03 if "precision=fp32" in cmd else 0.05 if "seed=43" in cmd else 0.0
+        return {m: 0.5 + i / 100 + shift for i, m in enumerate(models)}
+
+    monkeypatch.setattr(bench_pipeline, "_sh", sh)
+    monkeypatch.setattr(bench_pipeline, "_accuracies", accuracies)
+    rows = {r["name"]: r for r in bench_pipeline._precision_rows("s", tmp_path)}
+    if auto == "fp32":  # nothing to compare, nothing trained
+        assert rows == {} and runs == []
+        return
+    assert len(runs) == 3
+    # ResNet18 too is scored on all folds, in both precisions and in the same runs as the CNNs.
+    assert all(r[:3] == ("dvc", "exp", "run") and "finetune.folds=all" in r for r in runs)
+    assert [("precision=fp32" in r, "seed=43" in r, r[-1]) for r in runs] == [
+        (False, False, "precision=auto"),
+        (False, True, "prune_cnn"),  # the seed reference retrains the CNN models only
+        (True, False, "precision=fp32"),
+    ]
+    for m in models:
+        assert rows[f"bf16_vs_fp32_{m}_acc_points_s"]["value"] == pytest.approx(3.0)
+    assert {n for n in rows if n.startswith("seed_")} == {
+        f"seed_43_vs_42_{m}_acc_points_s" for m in models[:4]
+    }
+    assert rows["seed_43_vs_42_cnn_acc_points_s"]["value"] == pytest.approx(5.0)
