@@ -270,7 +270,7 @@ def _accuracies(repo: Path) -> dict[str, float]:
 # on one fold by default, where one of its 81 frames is 1.2 points: both precisions run it on all.
 PRECISION_PARAMS = ("-S", "finetune.folds=all", "-S", "prune.threshold=25")
 # The CNN models the seed reference retrains (prune_cnn and what it needs; ResNet18 is left out).
-CNN_MODELS = ("cnn", "pruned", "random", "magnitude")
+CNN_MODELS = tuple(m for path, m in ACCURACIES if "finetune_resnet" not in path)
 
 
 def _precision_rows(name: str, repo: Path) -> list[dict]:
@@ -285,44 +285,42 @@ def _precision_rows(name: str, repo: Path) -> list[dict]:
         _sh(repo, "dvc", "exp", "run", *PRECISION_PARAMS, *settings, *([target] if target else []))
         return _accuracies(repo)
 
+    def points(row: str, model: str, ours: float, theirs: float, note: str) -> dict:
+        return {
+            "group": "precision",
+            "name": f"{row}_{model}_acc_points_{name}",
+            "value": 100 * abs(ours - theirs),
+            "unit": "points",
+            "baseline": 100 * theirs,
+            "ratio": None,
+            "note": note,
+        }
+
     auto = accuracies("-S", "seed=42", "-S", "precision=auto")
-    seed = {
-        m: a
-        for m, a in accuracies("-S", "seed=43", "-S", "precision=auto", target="prune_cnn").items()
-        if m in CNN_MODELS
-    }
+    seed = accuracies("-S", "seed=43", "-S", "precision=auto", target="prune_cnn")
     fp32 = accuracies("-S", "seed=42", "-S", "precision=fp32")
     return [
-        {
-            "group": "precision",
-            "name": f"bf16_vs_fp32_{model}_acc_points_{name}",
-            "value": 100 * abs(auto[model] - fp32[model]),
-            "unit": "points",
-            "baseline": 100 * fp32[model],
-            "ratio": None,
-            "note": f"|bf16 - fp32| of the mean held-out accuracy over all folds "
-            f"(bf16 {100 * auto[model]:.1f}%, fp32 {100 * fp32[model]:.1f}%)"
-            + (
-                f"; seed 43 instead of 42 moves it {100 * abs(auto[model] - seed[model]):.2f}"
-                " points in bf16"
-                if model in seed
-                else ""
-            ),
-        }
+        points(
+            "bf16_vs_fp32",
+            model,
+            auto[model],
+            fp32[model],
+            f"|bf16 - fp32| of the mean held-out accuracy over all folds "
+            f"(bf16 {100 * auto[model]:.1f}%, fp32 {100 * fp32[model]:.1f}%)",
+        )
         for model in auto
         if model in fp32
     ] + [
-        {
-            "group": "precision",
-            "name": f"seed_43_vs_42_{model}_acc_points_{name}",
-            "value": 100 * abs(auto[model] - seed[model]),
-            "unit": "points",
-            "baseline": 100 * auto[model],
-            "ratio": None,
-            "note": "|seed 43 - seed 42| of the mean held-out accuracy over all folds, both in "
-            "the auto precision: how far an arbitrary choice moves it, for scale (no target)",
-        }
-        for model in seed
+        points(
+            "seed_43_vs_42",
+            model,
+            seed[model],
+            auto[model],
+            "|seed 43 - seed 42| of the mean held-out accuracy over all folds, both in the "
+            "auto precision: how far an arbitrary choice moves it, for scale (no target)",
+        )
+        for model in CNN_MODELS
+        if model in auto
     ]
 
 
