@@ -122,3 +122,51 @@ def test_store_code_is_found_anywhere_up_the_stack():
     assert inside
     assert not in_store(sys._getframe())
     assert not in_store(None)
+
+
+# Ctrl-C landing in a weakref callback (as in the one a thread pool drops when MLflow logs a
+# model): Python ignores any exception raised there, so the interrupt must come again after it.
+CALLBACK_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, time, weakref
+    from emoprune.pipeline import process
+
+    class Pool:
+        pass
+
+    def dropped(_):
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:  # the handler runs in here
+            pass
+
+    events = []
+    with process.interrupts_outside_store():
+        try:
+            pool = Pool()
+            ref = weakref.ref(pool, dropped)
+            del pool
+            end = time.monotonic() + 5
+            while time.monotonic() < end:
+                time.sleep(0.01)
+            events.append("ran on")
+        except KeyboardInterrupt:
+            events.append("interrupted")
+    print(",".join(events))
+    """
+)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_swallowed_by_a_weakref_callback_is_delivered_after_it(sig):
+    proc = subprocess.run(
+        [sys.executable, "-c", CALLBACK_SCRIPT, sig],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "interrupted"
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 # Code that holds a tracking-store transaction open. A KeyboardInterrupt raised inside it leaves
 # the sqlite connection holding its write lock (the run then cannot be marked KILLED: "database
@@ -51,6 +52,13 @@ def in_store(frame: FrameType | None) -> bool:
     return False
 
 
+def deliver_again(signum: int) -> None:
+    """Signal ``signum`` to the main thread again in ``RECHECK_S``, as if it had just arrived."""
+    timer = threading.Timer(RECHECK_S, _thread.interrupt_main, args=(signum,))
+    timer.daemon = True
+    timer.start()
+
+
 @contextmanager
 def interrupts_outside_store(
     signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
@@ -58,6 +66,11 @@ def interrupts_outside_store(
     """Within the block, ``signals`` raise KeyboardInterrupt as Ctrl-C does, but never inside
     tracking-store code: there the interrupt waits, re-checked every ``RECHECK_S``, until the
     store call returns (or ``GIVE_UP_S`` has passed).
+
+    Nor is one lost: Python ignores an exception raised in a weakref callback or a ``__del__``
+    (it prints "Exception ignored in ..." and goes on), and a signal can land there, for example
+    in the callback of a thread pool that MLflow's model logging drops. The stage then ran to its
+    end as if never interrupted. Such an interrupt is delivered again once the callback is over.
     """
     first_seen: list[float] = []
 
@@ -65,17 +78,27 @@ def interrupts_outside_store(
         if not first_seen:
             first_seen.append(time.monotonic())
         if in_store(frame) and time.monotonic() - first_seen[0] < GIVE_UP_S:
-            # Re-deliver the same signal to the main thread once the store has had a moment.
-            timer = threading.Timer(RECHECK_S, _thread.interrupt_main, args=(signum,))
-            timer.daemon = True
-            timer.start()
+            deliver_again(signum)  # once the store has had a moment
             return
         first_seen.clear()
-        raise KeyboardInterrupt(f"signal {signum}")
+        interrupt = KeyboardInterrupt(f"signal {signum}")
+        interrupt.signum = signum  # type: ignore[attr-defined]
+        raise interrupt
+
+    unraisable = sys.unraisablehook
+
+    def redeliver(info: Any) -> None:
+        signum = getattr(info.exc_value, "signum", None)
+        if isinstance(info.exc_value, KeyboardInterrupt) and signum is not None:
+            deliver_again(signum)  # from a thread: here it would raise inside this hook
+            return
+        unraisable(info)
 
     previous = {s: signal.signal(s, handler) for s in signals}
+    sys.unraisablehook = redeliver
     try:
         yield
     finally:
+        sys.unraisablehook = unraisable
         for s, old in previous.items():
             signal.signal(s, old)
