@@ -92,9 +92,35 @@ STORE_SCRIPT = textwrap.dedent(
 )
 
 
-def _store_run(sig: str, give_up_s: float) -> str:
+# The store call the interrupt waits for is the block's last: the interrupt comes as the block
+# ends, and never after it.
+LAST_STORE_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    from emoprune.pipeline import process
+
+    namespace = {"__name__": "sqlalchemy.engine.fake", "time": time}
+    exec("def commit(seconds):\\n    end = time.monotonic() + seconds\\n"
+         "    while time.monotonic() < end:\\n        pass", namespace)
+    commit = namespace["commit"]
+    events = []
+    try:
+        with process.interrupts_outside_store():
+            threading.Timer(0.1, os.kill, (os.getpid(), getattr(signal, sys.argv[1]))).start()
+            commit(0.5)
+        events.append("block ended")
+        time.sleep(0.5)
+        events.append("ran on")
+    except KeyboardInterrupt:
+        events.append("interrupted")
+    print(",".join(events))
+    """
+)
+
+
+def _store_run(sig: str, give_up_s: float, script: str = STORE_SCRIPT) -> str:
     proc = subprocess.run(
-        [sys.executable, "-c", STORE_SCRIPT, sig, str(give_up_s)],
+        [sys.executable, "-c", script, sig, str(give_up_s)],
         cwd=REPO,
         env=subprocess_env(),
         capture_output=True,
@@ -109,6 +135,11 @@ def _store_run(sig: str, give_up_s: float) -> str:
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_an_interrupt_waits_for_the_store_call_under_way(sig):
     assert _store_run(sig, give_up_s=10) == "store returned,interrupted"
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_waiting_for_the_blocks_last_store_call_ends_the_block(sig):
+    assert _store_run(sig, give_up_s=10, script=LAST_STORE_SCRIPT) == "interrupted"
 
 
 def test_a_store_call_that_never_returns_is_interrupted_anyway():

@@ -52,11 +52,33 @@ def in_store(frame: FrameType | None) -> bool:
     return False
 
 
-def deliver_again(signum: int) -> None:
-    """Signal ``signum`` to the main thread again in ``RECHECK_S``, as if it had just arrived."""
-    timer = threading.Timer(RECHECK_S, _thread.interrupt_main, args=(signum,))
-    timer.daemon = True
-    timer.start()
+class Redelivery:
+    """Signals to deliver to the main thread again, each ``RECHECK_S`` after it was deferred,
+    as if it had just arrived; none once closed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: list[int] = []
+        self.closed = False
+
+    def later(self, signum: int) -> None:
+        with self.lock:
+            self.waiting.append(signum)
+        timer = threading.Timer(RECHECK_S, self._deliver, args=(signum,))
+        timer.daemon = True
+        timer.start()
+
+    def _deliver(self, signum: int) -> None:
+        with self.lock:
+            if not self.closed:
+                self.waiting.remove(signum)
+                _thread.interrupt_main(signum)
+
+    def close(self) -> int | None:
+        """Deliver nothing more; the signal that was still waiting, if any."""
+        with self.lock:
+            self.closed = True
+            return self.waiting[0] if self.waiting else None
 
 
 @contextmanager
@@ -71,14 +93,17 @@ def interrupts_outside_store(
     (it prints "Exception ignored in ..." and goes on), and a signal can land there, for example
     in the callback of a thread pool that MLflow's model logging drops. The stage then ran to its
     end as if never interrupted. Such an interrupt is delivered again once the callback is over.
+    One still waiting when the block ends (the store call it waited for was the block's last)
+    is raised there, rather than later by the handler the block restores.
     """
     first_seen: list[float] = []
+    redelivery = Redelivery()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if not first_seen:
             first_seen.append(time.monotonic())
         if in_store(frame) and time.monotonic() - first_seen[0] < GIVE_UP_S:
-            deliver_again(signum)  # once the store has had a moment
+            redelivery.later(signum)  # once the store has had a moment
             return
         first_seen.clear()
         interrupt = KeyboardInterrupt(f"signal {signum}")
@@ -90,7 +115,7 @@ def interrupts_outside_store(
     def redeliver(info: Any) -> None:
         signum = getattr(info.exc_value, "signum", None)
         if isinstance(info.exc_value, KeyboardInterrupt) and signum is not None:
-            deliver_again(signum)  # from a thread: here it would raise inside this hook
+            redelivery.later(signum)  # from a thread: here it would raise inside this hook
             return
         unraisable(info)
 
@@ -99,6 +124,9 @@ def interrupts_outside_store(
     try:
         yield
     finally:
+        waiting = redelivery.close()
         sys.unraisablehook = unraisable
         for s, old in previous.items():
             signal.signal(s, old)
+        if waiting is not None and sys.exc_info()[1] is None:
+            raise KeyboardInterrupt(f"signal {waiting}")
