@@ -33,15 +33,20 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_exit_now_waits_for_threads_runs_exit_handlers_flushes_and_keeps_the_code(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+def _run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``script`` run by a fresh interpreter in the project, with ``args`` as its argv."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
         cwd=REPO,
         env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_exit_now_waits_for_threads_runs_exit_handlers_flushes_and_keeps_the_code(tmp_path):
+    proc = _run_script(SCRIPT, str(tmp_path))
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == "no newline, still buffered"
     assert (tmp_path / "thread").read_text() == "done"
@@ -65,8 +70,8 @@ def test_an_error_raised_while_unwinding_an_interrupt_counts_as_the_interrupt():
 
 
 # A stand-in for a tracking-store call: code whose module name is SQLAlchemy's, busy for a while
-# (as a slow sqlite commit is), that notes when it returns.
-STORE_SCRIPT = textwrap.dedent(
+# (as a slow sqlite commit is). argv: the signal's name, then process.GIVE_UP_S.
+FAKE_STORE = textwrap.dedent(
     """
     import os, signal, sys, threading, time
     from emoprune.pipeline import process
@@ -77,6 +82,12 @@ STORE_SCRIPT = textwrap.dedent(
          "    while time.monotonic() < end:\\n        pass", namespace)
     commit = namespace["commit"]
     events = []
+    """
+)
+
+# The interrupt waits for the store call under way, and comes once it has returned.
+STORE_SCRIPT = FAKE_STORE + textwrap.dedent(
+    """
     with process.interrupts_outside_store():
         try:
             # Arrives while the store is busy, as Ctrl-C would.
@@ -94,16 +105,8 @@ STORE_SCRIPT = textwrap.dedent(
 
 # The store call the interrupt waits for is the block's last: the interrupt comes as the block
 # ends, and never after it.
-LAST_STORE_SCRIPT = textwrap.dedent(
+LAST_STORE_SCRIPT = FAKE_STORE + textwrap.dedent(
     """
-    import os, signal, sys, threading, time
-    from emoprune.pipeline import process
-
-    namespace = {"__name__": "sqlalchemy.engine.fake", "time": time}
-    exec("def commit(seconds):\\n    end = time.monotonic() + seconds\\n"
-         "    while time.monotonic() < end:\\n        pass", namespace)
-    commit = namespace["commit"]
-    events = []
     try:
         with process.interrupts_outside_store():
             threading.Timer(0.1, os.kill, (os.getpid(), getattr(signal, sys.argv[1]))).start()
@@ -119,14 +122,7 @@ LAST_STORE_SCRIPT = textwrap.dedent(
 
 
 def _store_run(sig: str, give_up_s: float, script: str = STORE_SCRIPT) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", script, sig, str(give_up_s)],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _run_script(script, sig, str(give_up_s))
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     return proc.stdout.strip()
@@ -190,14 +186,7 @@ CALLBACK_SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_an_interrupt_swallowed_by_a_weakref_callback_is_delivered_after_it(sig):
-    proc = subprocess.run(
-        [sys.executable, "-c", CALLBACK_SCRIPT, sig],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _run_script(CALLBACK_SCRIPT, sig)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "interrupted"
     assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -52,6 +52,13 @@ def in_store(frame: FrameType | None) -> bool:
     return False
 
 
+def interrupt(signum: int) -> KeyboardInterrupt:
+    """The KeyboardInterrupt for ``signum``, marked as raised by ``interrupts_outside_store``."""
+    exc = KeyboardInterrupt(f"signal {signum}")
+    exc.signum = signum  # type: ignore[attr-defined]
+    return exc
+
+
 class Redelivery:
     """Signals to deliver to the main thread again, each ``RECHECK_S`` after it was deferred,
     as if it had just arrived; none once closed."""
@@ -106,9 +113,7 @@ def interrupts_outside_store(
             redelivery.later(signum)  # once the store has had a moment
             return
         first_seen.clear()
-        interrupt = KeyboardInterrupt(f"signal {signum}")
-        interrupt.signum = signum  # type: ignore[attr-defined]
-        raise interrupt
+        raise interrupt(signum)
 
     unraisable = sys.unraisablehook
 
@@ -129,4 +134,4 @@ def interrupts_outside_store(
         for s, old in previous.items():
             signal.signal(s, old)
         if waiting is not None and sys.exc_info()[1] is None:
-            raise KeyboardInterrupt(f"signal {waiting}")
+            raise interrupt(waiting)
