@@ -165,6 +165,9 @@ def test_a_pruned_fold_resumed_later_ends_with_the_same_weights_and_records(tmp_
     assert full[0].notes["mask"].removed["fc1"], "the threshold must make pruning act"
     _assert_same_run(full, short)
     assert (tmp_path / "shortcut" / "fold0.pt").is_file()
+    # The replayed epochs 3-4 were not trained here, so they carry no wall time of their own.
+    assert [h.seconds is None for h in short[0].history] == [True, True, False, False, False]
+    assert all(h.seconds > 0 for h in full[0].history)
 
 
 @pytest.mark.parametrize("acts_last", [False, True])
@@ -227,3 +230,15 @@ def test_an_unpruned_trace_of_another_mode_is_not_used(tmp_path):
     assert load_unpruned_trace(tmp_path, "activations") == {}
     assert load_unpruned_trace(tmp_path / "missing", "output_weights") == {}
     assert load_unpruned_trace(tmp_path, "output_weights")[0]["epochs"] == [{"epoch": 1}]
+
+
+def test_the_unpruned_trace_holds_no_wall_time_so_a_rerun_writes_the_same_bytes(tmp_path):
+    angles = [{"fold": 0, "epoch": 1, "layer": "fc1", "min_angle": 40.5, "max_angle": 120.0}]
+    for name, seconds in (("a", 0.31), ("b", 0.52)):
+        (tmp_path / name).mkdir()
+        epochs = [{"fold": 0, "epoch": 1, "train_loss": 1.9, "seconds": seconds, "lr": 1e-3}]
+        save_unpruned_trace(tmp_path / name, "output_weights", epochs, angles)
+    first, second = (tmp_path / n / "unpruned_trace.json" for n in "ab")
+    assert first.read_bytes() == second.read_bytes()
+    epoch = load_unpruned_trace(tmp_path / "a", "output_weights")[0]["epochs"][0]
+    assert epoch == {"epoch": 1, "train_loss": 1.9, "lr": 1e-3}

@@ -45,17 +45,21 @@ def save_unpruned_trace(
     epoch_rows: Sequence[Mapping[str, Any]],
     angle_rows: Sequence[Mapping[str, Any]],
 ) -> None:
-    """``folder/unpruned_trace.json``: an unpruned run's epochs (EpochStats fields) and angle
-    trace rows, {fold: {"epochs": [...], "angles": [...]}}, at full float precision.
+    """``folder/unpruned_trace.json``: an unpruned run's epochs (EpochStats fields but the wall
+    time) and angle trace rows, {fold: {"epochs": [...], "angles": [...]}}, at full float
+    precision.
 
     prune_cnn reads it to start each fold where a distinctiveness check could first act
     (pruning.resume.skip_epoch): until then the pruned run *is* this run.
     """
+    # No "seconds": a timing would make train_cnn's output differ on every run, so identical
+    # weights would still make DVC rerun prune_cnn and evaluate (reports/ keep the timings).
+    dropped = {"fold", "seconds"}
     folds: dict[str, dict[str, list]] = {}
     for key, rows in (("epochs", epoch_rows), ("angles", angle_rows)):
         for row in rows:
             entry = folds.setdefault(str(row["fold"]), {"epochs": [], "angles": []})
-            entry[key].append({k: v for k, v in row.items() if k != "fold"})
+            entry[key].append({k: v for k, v in row.items() if k not in dropped})
     # Written into train_cnn's output folder while it is still a temporary one (atomic_path).
     text = json.dumps({"mode": mode, "folds": folds}, indent=1)
     (Path(folder) / TRACE_FILE).write_text(text + "\n", encoding="utf-8")

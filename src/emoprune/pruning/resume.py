@@ -385,7 +385,12 @@ def pruned_fold(
     if at > prune.start_epoch:
         resumed, _, state = _load_at(cnn_dir, fold.k, at, cnn.epochs)
         epochs = record["epochs"]
-        history = [EpochStats(**e) for e in epochs if prune.start_epoch < e["epoch"] <= at]
+        # Epochs this stage does not train: no wall time of their own.
+        history = [
+            EpochStats(**{**e, "seconds": None})
+            for e in epochs
+            if prune.start_epoch < e["epoch"] <= at
+        ]
         if [h.epoch for h in history] == list(range(prune.start_epoch + 1, at + 1)):
             skip = Skip(at, resumed.state_dict(), state, history, _by_epoch(record["angles"]))
     fit = prune_fold(prune, cnn, model, opt_state, data, fold, log, skip)

@@ -130,7 +130,7 @@ class EpochStats:
     train_acc: float
     val_loss: float | None  # None when fit had no validation set
     val_acc: float | None
-    seconds: float
+    seconds: float | None  # None: replayed from another run's record, not trained by this one
     lr: float  # learning rate of the first param group during this epoch
 
 
