@@ -33,6 +33,12 @@ def sh(repo: Path, *cmd: str, timeout: int = 600) -> subprocess.CompletedProcess
     return tinyrepo.run(repo, *cmd, timeout=timeout)
 
 
+def _reset_workspace(repo: Path) -> None:
+    """Back to the committed params, lock and reports, and the outputs they name."""
+    sh(repo, "git", "checkout", "--", ".")
+    sh(repo, "dvc", "checkout", "--force")
+
+
 def runs(repo: Path, experiment: str = "emoprune"):
     mlflow.set_tracking_uri(f"sqlite:///{repo}/mlflow.db")
     client = MlflowClient()
@@ -618,8 +624,7 @@ def test_cached_imagenet_weights_become_a_tracked_input_and_label_the_report(pip
         _imagenet_experiment(repo, cache)
     finally:
         (cache / "resnet18-f37072fd.pth").unlink()
-        sh(repo, "git", "checkout", "--", ".")
-        sh(repo, "dvc", "checkout", "--force")
+        _reset_workspace(repo)
 
 
 def _imagenet_experiment(repo: Path, cache: Path) -> None:
@@ -657,7 +662,7 @@ def _output_hashes(repo: Path) -> dict[str, str]:
 
 def test_a_forced_rerun_reproduces_every_output_byte_for_byte(pipeline):
     """Outputs hold no timings, so `dvc repro -f` writes the same bytes: DVC's cache keys stay
-    valid, and the stages after a rerun that reproduced its outputs have nothing to redo."""
+    valid, and a stage that reads only outputs a rerun reproduced has nothing to redo."""
     repo, _, _ = pipeline
     before = _output_hashes(repo)
     assert any(p.startswith("outputs/models/") for p in before), before
@@ -665,5 +670,4 @@ def test_a_forced_rerun_reproduces_every_output_byte_for_byte(pipeline):
         sh(repo, "dvc", "repro", "-f")
         assert _output_hashes(repo) == before
     finally:
-        sh(repo, "git", "checkout", "--", ".")
-        sh(repo, "dvc", "checkout", "--force")
+        _reset_workspace(repo)
