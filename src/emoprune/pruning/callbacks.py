@@ -53,7 +53,7 @@ def save_unpruned_trace(
     (pruning.resume.skip_epoch): until then the pruned run *is* this run.
     """
     # No "seconds": a timing would make train_cnn's output differ on every run, so identical
-    # weights would still make DVC rerun prune_cnn and evaluate (reports/ keep the timings).
+    # weights would still make DVC rerun prune_cnn (reports/ keep the timings).
     dropped = {"fold", "seconds"}
     folds: dict[str, dict[str, list]] = {}
     for key, rows in (("epochs", epoch_rows), ("angles", angle_rows)):
