@@ -253,6 +253,54 @@ def test_complementary_fold_keeps_one_and_output(equal_columns):
     torch.testing.assert_close(out(fc_in, fc_out, x), before, atol=1e-6, rtol=0)
 
 
+ACT_FNS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_complementary_fold_uses_each_activations_own_complement(activation):
+    # tanh: a_4 = tanh(-z_1) = -a_1. relu: z_1 = 2 x0 runs over [0, 2] and z_4 = 2 - z_1, so
+    # a_4 = m_4 (1 - a_1 / m_1) with both maxima 2. The sigmoid's rule (1 - a_1) is wrong for both.
+    fc_in, fc_out, x = make_pair(n_in=5, n_hidden=6, seed=3)
+    x[:, 0] = torch.linspace(0, 1, len(x), dtype=torch.float64)  # a_1's and a_4's maxima are 2
+    with torch.no_grad():
+        fc_in.weight[:, 0] = 0.0  # the other units read the Gaussian inputs only
+        fc_in.weight[1] = torch.tensor([2.0, 0, 0, 0, 0], dtype=torch.float64)
+        fc_in.bias[1] = 0.0
+        fc_in.weight[4] = -fc_in.weight[1]
+        fc_in.bias[4] = 0.0 if activation == "tanh" else 2.0
+    f = ACT_FNS[activation]
+    before = fc_out(f(fc_in(x))).detach()
+    step = distinctiveness_step(
+        fc_in,
+        fc_out,
+        f(fc_in(x)).detach(),
+        15,
+        mode="activations",
+        complementary="fold",
+        activation=activation,
+    )
+    assert step.removed == {4} and [(i, j) for i, j, _ in step.complementary] == [(1, 4)]
+    assert step.complementary[0][2] == pytest.approx(180, abs=1e-5)
+    assert_removed(fc_in, fc_out, 4)
+    torch.testing.assert_close(fc_out(f(fc_in(x))).detach(), before, atol=1e-9, rtol=0)
+
+
+def test_complementary_fold_of_a_relu_unit_that_never_fires_keeps_the_mean():
+    # Output-weight mode finds the pair from fc_out alone; unit 0 is dead (a_0 = 0 on every
+    # pattern), so the fold can only replace unit 1 by its mean: exact on average, not per pattern.
+    fc_in, fc_out, x = make_pair(n_hidden=4, n_out=3, seed=1)
+    set_output_columns(fc_out, [unit(0), unit(178), [0, 0, 1], [0, 1, 1]])
+    with torch.no_grad():
+        fc_in.weight[0], fc_in.bias[0] = 0.0, -1.0
+    acts = torch.relu(fc_in(x)).detach()
+    before = fc_out(acts).detach()
+    step = distinctiveness_step(fc_in, fc_out, acts, 15, complementary="fold", activation="relu")
+    assert step.removed == {1}
+    after = fc_out(torch.relu(fc_in(x))).detach()
+    torch.testing.assert_close(after.mean(0), before.mean(0), atol=1e-9, rtol=0)
+    assert not torch.allclose(after, before)
+
+
 def test_complementary_needs_activations_and_leaves_weights_untouched():
     fc_in, fc_out, x = make_pair(n_hidden=4, n_out=3)
     set_output_columns(fc_out, [unit(0), unit(180), [0, 0, 1], [0, 1, 1]])
