@@ -31,12 +31,12 @@ def make_pair(n_in=12, n_hidden=10, n_out=5, seed=0):
     return fc_in, fc_out, x
 
 
-def hidden(fc_in, x):
-    return torch.sigmoid(fc_in(x)).detach()
+def hidden(fc_in, x, act=torch.sigmoid):
+    return act(fc_in(x)).detach()
 
 
-def out(fc_in, fc_out, x):
-    return fc_out(torch.sigmoid(fc_in(x))).detach()
+def out(fc_in, fc_out, x, act=torch.sigmoid):
+    return fc_out(act(fc_in(x))).detach()
 
 
 def assert_removed(fc_in, fc_out, j):
@@ -253,9 +253,6 @@ def test_complementary_fold_keeps_one_and_output(equal_columns):
     torch.testing.assert_close(out(fc_in, fc_out, x), before, atol=1e-6, rtol=0)
 
 
-ACT_FNS = {"tanh": torch.tanh, "relu": torch.relu}
-
-
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_complementary_fold_uses_each_activations_own_complement(activation):
     # tanh: a_4 = tanh(-z_1) = -a_1. relu: z_1 = 2 x0 runs over [0, 2] and z_4 = 2 - z_1, so
@@ -268,12 +265,12 @@ def test_complementary_fold_uses_each_activations_own_complement(activation):
         fc_in.bias[1] = 0.0
         fc_in.weight[4] = -fc_in.weight[1]
         fc_in.bias[4] = 0.0 if activation == "tanh" else 2.0
-    f = ACT_FNS[activation]
-    before = fc_out(f(fc_in(x))).detach()
+    act = {"tanh": torch.tanh, "relu": torch.relu}[activation]
+    before = out(fc_in, fc_out, x, act)
     step = distinctiveness_step(
         fc_in,
         fc_out,
-        f(fc_in(x)).detach(),
+        hidden(fc_in, x, act),
         15,
         mode="activations",
         complementary="fold",
@@ -282,7 +279,7 @@ def test_complementary_fold_uses_each_activations_own_complement(activation):
     assert step.removed == {4} and [(i, j) for i, j, _ in step.complementary] == [(1, 4)]
     assert step.complementary[0][2] == pytest.approx(180, abs=1e-5)
     assert_removed(fc_in, fc_out, 4)
-    torch.testing.assert_close(fc_out(f(fc_in(x))).detach(), before, atol=1e-9, rtol=0)
+    torch.testing.assert_close(out(fc_in, fc_out, x, act), before, atol=1e-9, rtol=0)
 
 
 def test_complementary_fold_of_a_relu_unit_that_never_fires_keeps_the_mean():
@@ -292,11 +289,11 @@ def test_complementary_fold_of_a_relu_unit_that_never_fires_keeps_the_mean():
     set_output_columns(fc_out, [unit(0), unit(178), [0, 0, 1], [0, 1, 1]])
     with torch.no_grad():
         fc_in.weight[0], fc_in.bias[0] = 0.0, -1.0
-    acts = torch.relu(fc_in(x)).detach()
-    before = fc_out(acts).detach()
+    before = out(fc_in, fc_out, x, torch.relu)
+    acts = hidden(fc_in, x, torch.relu)
     step = distinctiveness_step(fc_in, fc_out, acts, 15, complementary="fold", activation="relu")
     assert step.removed == {1}
-    after = fc_out(torch.relu(fc_in(x))).detach()
+    after = out(fc_in, fc_out, x, torch.relu)
     torch.testing.assert_close(after.mean(0), before.mean(0), atol=1e-9, rtol=0)
     assert not torch.allclose(after, before)
 
