@@ -21,7 +21,12 @@ from emoprune.evaluation.scores import (
     pooled_predictions,
     proba_from_npz,
 )
-from emoprune.evaluation.statistics import corrected_ttest, paired_comparison, wilcoxon_floor
+from emoprune.evaluation.statistics import (
+    corrected_interval,
+    corrected_ttest,
+    paired_comparison,
+    wilcoxon_floor,
+)
 
 CLASSES = ["A", "B", "C"]
 
@@ -401,6 +406,26 @@ def test_corrected_ttest_against_a_hand_computed_example():
     assert p > plain  # the correction is never less conservative than the plain test
     assert corrected_ttest([0.01, 0.01, 0.01], 0.5) is None  # no variance: undefined
     assert corrected_ttest([0.01], 0.5) is None
+
+
+def test_corrected_interval_against_the_same_hand_computed_example():
+    # The example above: mean 0.026, corrected variance 0.0002385; t_(4, 0.975) = 2.776445.
+    low, high = corrected_interval([0.02, 0.05, -0.01, 0.04, 0.03], 0.25)
+    half = 2.776445 * 0.0002385**0.5
+    assert (low, high) == (pytest.approx(0.026 - half, rel=1e-5), pytest.approx(0.026 + half))
+    # The 95% interval holds 0 exactly when the corrected test's p is at least 0.05.
+    for diffs in ([0.02, 0.05, -0.01, 0.04, 0.03], [0.05, 0.06, 0.04, 0.07, 0.05]):
+        low, high = corrected_interval(diffs, 0.25)
+        assert (low < 0 < high) == (corrected_ttest(diffs, 0.25)[1] >= 0.05)
+    assert corrected_interval([0.05, 0.06, 0.04, 0.07, 0.05], 0.25)[0] > 0
+    # A wider level, a wider interval; no spread, a point.
+    assert (
+        corrected_interval([0.02, 0.05, -0.01], 0.5, 0.99)[0]
+        < corrected_interval([0.02, 0.05, -0.01], 0.5)[0]
+    )
+    assert corrected_interval([0.01, 0.01, 0.01], 0.5) == (pytest.approx(0.01), pytest.approx(0.01))
+    with pytest.raises(ValueError, match="at least 2"):
+        corrected_interval([0.01], 0.5)
 
 
 def test_the_verdict_rests_on_the_corrected_test_and_says_what_5_folds_cannot_show():

@@ -80,6 +80,23 @@ def corrected_ttest(diffs: Sequence[float], test_fraction: float) -> tuple[float
     return t, float(2 * stats.t.sf(abs(t), df=len(d) - 1))
 
 
+def corrected_interval(
+    diffs: Sequence[float], test_fraction: float, level: float = 0.95
+) -> tuple[float, float]:
+    """The ``level`` confidence interval of mean(diffs) with the corrected resampled t-test's
+    variance (``corrected_ttest``): mean +- t_(J-1) * sqrt((1/J + test_fraction) * s^2) for
+    J = len(diffs) >= 2. A point (mean, mean) when the differences do not vary."""
+    from scipy import stats  # here, not at the top: see corrected_ttest
+
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        raise ValueError(f"an interval needs at least 2 differences, got {len(d)}")
+    half = stats.t.ppf(0.5 + level / 2, df=len(d) - 1) * np.sqrt(
+        (1 / len(d) + test_fraction) * d.var(ddof=1)
+    )
+    return float(d.mean() - half), float(d.mean() + half)
+
+
 def wilcoxon_floor(n_nonzero: int) -> float:
     """The smallest two-sided p-value the exact Wilcoxon signed-rank test can give with
     ``n_nonzero`` non-zero differences (all of one sign): 2 / 2^n. With 5 folds, 0.0625."""
