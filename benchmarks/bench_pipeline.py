@@ -246,82 +246,119 @@ def _floor_row(name: str, repo: Path, wall: float, what: str) -> dict:
     }
 
 
-# The headline accuracies a precision comparison reads: (metrics file, model key).
-ACCURACIES = (
-    ("reports/train_cnn/metrics.json", "cnn"),
-    ("reports/prune_cnn/metrics.json", "pruned"),
-    ("reports/prune_cnn/metrics.json", "random"),
-    ("reports/prune_cnn/metrics.json", "magnitude"),
-    ("reports/finetune_resnet/metrics.json", "resnet18"),
-)
+# Where each model's per-fold held-out accuracies sit: (details file, keys down to ``per_fold``).
+FOLD_ACCURACIES = {
+    "cnn": ("reports/train_cnn/details.json", ()),
+    "pruned": ("reports/prune_cnn/details.json", ()),
+    "random": ("reports/prune_cnn/details.json", ("baselines", "random")),
+    "magnitude": ("reports/prune_cnn/details.json", ("baselines", "magnitude")),
+    "resnet18": ("reports/finetune_resnet/details.json", ("resnet18",)),
+}
 
 
-def _accuracies(repo: Path) -> dict[str, float]:
-    """{model: mean held-out accuracy} from the workspace's metrics files."""
+def fold_accuracies(repo: Path, models: tuple[str, ...] = tuple(FOLD_ACCURACIES)) -> dict:
+    """{model: {fold: held-out accuracy}} from the workspace's stage reports (models the
+    workspace's params do not train are left out)."""
     out = {}
-    for path, model in ACCURACIES:
+    for model in models:
+        path, keys = FOLD_ACCURACIES[model]
         data = json.loads((repo / path).read_text())
-        if model in data:
-            out[model] = data[model]["acc"]["mean"]
+        for key in keys:
+            data = data.get(key, {})
+        if "per_fold" in data:
+            out[model] = {int(k): fold["val_acc"] for k, fold in data["per_fold"].items()}
     return out
+
+
+def seed_means(runs: list[dict[int, float]]) -> dict[int, float]:
+    """Per-fold accuracy averaged over runs with different seeds (the folds all runs share)."""
+    folds = sorted(set.intersection(*(set(run) for run in runs)))
+    return {k: sum(run[k] for run in runs) / len(runs) for k in folds}
+
+
+def _mean(per_fold: dict[int, float]) -> float:
+    return sum(per_fold.values()) / len(per_fold)
+
+
+def _p(pvalue: float | None) -> str:
+    return "undefined, no spread" if pvalue is None else f"{pvalue:.2f}"
 
 
 # `make bench` only (no smoke): the issue compares precisions "over 5 folds", and ResNet18 trains
 # on one fold by default, where one of its 81 frames is 1.2 points: both precisions run it on all.
 PRECISION_PARAMS = ("-S", "finetune.folds=all", "-S", "prune.threshold=25")
-# The CNN models the seed reference retrains (prune_cnn and what it needs; ResNet18 is left out).
-CNN_MODELS = tuple(m for path, m in ACCURACIES if "finetune_resnet" not in path)
+# The CNN models (train_cnn, prune_cnn) train under each seed in both precisions: one run per
+# precision moves a model's mean by 2-4 points with the seed, more than the 1-point target.
+# ResNet18 (25 epochs on every fold, ~4 DAGs' worth of time per seed) runs under the first only.
+PRECISION_SEEDS = (42, 43, 44)
+CNN_MODELS = tuple(m for m, (path, _) in FOLD_ACCURACIES.items() if "finetune_resnet" not in path)
 
 
 def _precision_rows(name: str, repo: Path) -> list[dict]:
-    """Every conv net's mean accuracy over all folds (``precision: auto``, which chose bf16)
-    against the same DAG forced to float32, in points, and for scale how far the CNN models
-    move with another seed in the auto precision; nothing where auto chose float32."""
+    """bf16 (``precision: auto``, where it chose bf16) against float32, each conv net's mean
+    held-out accuracy in points, averaged over ``PRECISION_SEEDS`` (the CNN models) and the
+    folds, with the corrected resampled 95% interval over the folds; and for scale how far one
+    other seed moves the CNN models' means. Nothing where auto chose float32."""
+    from emoprune.evaluation.statistics import corrected_interval, paired_comparison
+
     cnn = json.loads((repo / "reports/train_cnn/metrics.json").read_text())["cnn"]
     if cnn["precision"] != "bf16":
         return []
 
-    def accuracies(*settings: str, target: str | None = None) -> dict[str, float]:
-        _sh(repo, "dvc", "exp", "run", *PRECISION_PARAMS, *settings, *([target] if target else []))
-        return _accuracies(repo)
+    first, other = PRECISION_SEEDS[:2]
 
-    def points(row: str, model: str, ours: float, theirs: float, note: str) -> dict:
-        return {
-            "group": "precision",
-            "name": f"{row}_{model}_acc_points_{name}",
-            "value": 100 * abs(ours - theirs),
-            "unit": "points",
-            "baseline": 100 * theirs,
-            "ratio": None,
-            "note": note,
-        }
+    def accuracies(seed: int, precision: str) -> dict[str, dict[int, float]]:
+        settings = ("-S", f"seed={seed}", "-S", f"precision={precision}")
+        target = () if seed == first else ("prune_cnn",)  # the CNN models only
+        _sh(repo, "dvc", "exp", "run", *PRECISION_PARAMS, *settings, *target)
+        return fold_accuracies(repo, tuple(FOLD_ACCURACIES) if seed == first else CNN_MODELS)
 
-    auto = accuracies("-S", "seed=42", "-S", "precision=auto")
-    seed = accuracies("-S", "seed=43", "-S", "precision=auto", target="prune_cnn")
-    fp32 = accuracies("-S", "seed=42", "-S", "precision=fp32")
-    return [
-        points(
-            "bf16_vs_fp32",
-            model,
-            auto[model],
-            fp32[model],
-            f"|bf16 - fp32| of the mean held-out accuracy over all folds "
-            f"(bf16 {100 * auto[model]:.1f}%, fp32 {100 * fp32[model]:.1f}%)",
+    runs = {(s, p): accuracies(s, p) for s in PRECISION_SEEDS for p in ("auto", "fp32")}
+    rows = []
+    for model in runs[first, "auto"]:
+        seeds = [
+            s for s in PRECISION_SEEDS if model in runs[s, "auto"] and model in runs[s, "fp32"]
+        ]
+        bf16 = seed_means([runs[s, "auto"][model] for s in seeds])
+        fp32 = seed_means([runs[s, "fp32"][model] for s in seeds])
+        cmp = paired_comparison(fp32, bf16, "fp32", "bf16")
+        low, high = corrected_interval(list(cmp["diffs"].values()), cmp["test_fraction"])
+        per_seed = ", ".join(
+            f"seed {s}: {100 * _mean(runs[s, 'auto'][model]):.1f}% vs "
+            f"{100 * _mean(runs[s, 'fp32'][model]):.1f}%"
+            for s in seeds
         )
-        for model in auto
-        if model in fp32
-    ] + [
-        points(
-            "seed_43_vs_42",
-            model,
-            seed[model],
-            auto[model],
-            "|seed 43 - seed 42| of the mean held-out accuracy over all folds, both in the "
-            "auto precision: how far an arbitrary choice moves it, for scale (no target)",
+        rows.append(
+            {
+                "group": "precision",
+                "name": f"bf16_vs_fp32_{model}_acc_points_{name}",
+                "value": 100 * abs(cmp["mean_diff"]),
+                "unit": "points",
+                "baseline": 100 * _mean(fp32),
+                "ratio": None,
+                "note": f"|bf16 - fp32| of the mean held-out accuracy over {len(bf16)} folds and "
+                f"{len(seeds)} seed(s): bf16 - fp32 = {100 * cmp['mean_diff']:+.2f} points, 95% "
+                f"interval {100 * low:+.1f} to {100 * high:+.1f} (corrected resampled t over the "
+                f"folds' seed means; p = {_p(cmp['corrected_pvalue'])}); {per_seed}",
+            }
         )
-        for model in CNN_MODELS
-        if model in auto
-    ]
+    for model in CNN_MODELS:
+        if model in runs[other, "auto"]:
+            ours, theirs = _mean(runs[other, "auto"][model]), _mean(runs[first, "auto"][model])
+            rows.append(
+                {
+                    "group": "precision",
+                    "name": f"seed_{other}_vs_{first}_{model}_acc_points_{name}",
+                    "value": 100 * abs(ours - theirs),
+                    "unit": "points",
+                    "baseline": 100 * theirs,
+                    "ratio": None,
+                    "note": f"|seed {other} - seed {first}| of the mean held-out accuracy over all "
+                    "folds, both in the auto precision: how far an arbitrary choice moves it, for "
+                    "scale (no target)",
+                }
+            )
+    return rows
 
 
 # The code as it was when the speed issue was filed: the float32 baseline.

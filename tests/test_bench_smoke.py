@@ -256,10 +256,11 @@ def test_the_training_floor_counts_the_steps_the_run_took(tmp_path, freeze):
 
 
 @pytest.mark.parametrize("auto", ["bf16", "fp32"])
-def test_precisions_are_compared_over_every_fold(tmp_path, monkeypatch, auto):
+def test_precisions_are_compared_over_every_fold_and_seed(tmp_path, monkeypatch, auto):
     import json
 
     from benchmarks import bench_pipeline
+    from emoprune.evaluation.statistics import corrected_interval
 
     (tmp_path / "reports/train_cnn").mkdir(parents=True)
     (tmp_path / "reports/train_cnn/metrics.json").write_text(
@@ -267,34 +268,83 @@ def test_precisions_are_compared_over_every_fold(tmp_path, monkeypatch, auto):
     )
     runs = []
     models = ("cnn", "pruned", "random", "magnitude", "resnet18")
+    fp32_gap = [0.01, 0.03, 0.05, 0.02, 0.04]  # per fold: fp32 - bf16, the same under each seed
 
     def sh(repo, *cmd):
         assert repo == tmp_path
         runs.append(cmd)
         return 1.0, ""
 
-    def accuracies(repo):  # each run's accuracies tell which settings it ran with
+    def fold_accuracies(repo, wanted):  # each run's accuracies tell which settings it ran with
         cmd = " ".join(runs[-1])
-        shift = 0.03 if "precision=fp32" in cmd else 0.05 if "seed=43" in cmd else 0.0
-        return {m: 0.5 + i / 100 + shift for i, m in enumerate(models)}
+        seed = int(re.search(r"seed=(\d+)", cmd).group(1))
+        fp32 = "precision=fp32" in cmd
+        return {
+            m: {
+                k: 0.5 + i / 100 + (seed - 42) / 100 + (fp32_gap[k] if fp32 else 0.0)
+                for k in range(5)
+            }
+            for i, m in enumerate(models)
+            if m in wanted
+        }
 
     monkeypatch.setattr(bench_pipeline, "_sh", sh)
-    monkeypatch.setattr(bench_pipeline, "_accuracies", accuracies)
+    monkeypatch.setattr(bench_pipeline, "fold_accuracies", fold_accuracies)
     rows = {r["name"]: r for r in bench_pipeline._precision_rows("s", tmp_path)}
     if auto == "fp32":  # nothing to compare, nothing trained
         assert rows == {} and runs == []
         return
-    assert len(runs) == 3
-    # ResNet18 too is scored on all folds, in both precisions and in the same runs as the CNNs.
+    # Every seed in both precisions; ResNet18 (all folds) only in the first seed's whole DAGs,
+    # the other seeds retrain the CNN models only.
     assert all(r[:3] == ("dvc", "exp", "run") and "finetune.folds=all" in r for r in runs)
-    assert [("precision=fp32" in r, "seed=43" in r, r[-1]) for r in runs] == [
-        (False, False, "precision=auto"),
-        (False, True, "prune_cnn"),  # the seed reference retrains the CNN models only
-        (True, False, "precision=fp32"),
+    assert [(re.search(r"seed=(\d+)", " ".join(r)).group(1), r[-1]) for r in runs] == [
+        ("42", "precision=auto"),
+        ("42", "precision=fp32"),
+        ("43", "prune_cnn"),
+        ("43", "prune_cnn"),
+        ("44", "prune_cnn"),
+        ("44", "prune_cnn"),
     ]
+    assert ["precision=fp32" in " ".join(r) for r in runs] == [False, True] * 3
+    low, high = corrected_interval([-g for g in fp32_gap], 0.25)
     for m in models:
-        assert rows[f"bf16_vs_fp32_{m}_acc_points_s"]["value"] == pytest.approx(3.0)
+        row = rows[f"bf16_vs_fp32_{m}_acc_points_s"]
+        assert row["value"] == pytest.approx(3.0)  # the mean gap, over folds and seeds
+        assert "-3.00 points" in row["note"]
+        assert f"{100 * low:+.1f} to {100 * high:+.1f}" in row["note"]
+        assert ("3 seed(s)" in row["note"]) == (m != "resnet18")
     assert {n for n in rows if n.startswith("seed_")} == {
         f"seed_43_vs_42_{m}_acc_points_s" for m in models[:4]
     }
-    assert rows["seed_43_vs_42_cnn_acc_points_s"]["value"] == pytest.approx(5.0)
+    assert rows["seed_43_vs_42_cnn_acc_points_s"]["value"] == pytest.approx(1.0)
+
+
+def test_fold_accuracies_are_read_from_the_stage_reports(tmp_path):
+    import json
+
+    from benchmarks.bench_pipeline import fold_accuracies, seed_means
+
+    def write(path, data):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(json.dumps(data))
+
+    def folds(*accs):
+        return {"per_fold": {str(k): {"val_acc": a, "train_acc": 1.0} for k, a in enumerate(accs)}}
+
+    write("reports/train_cnn/details.json", folds(0.5, 0.6))
+    write(
+        "reports/prune_cnn/details.json",
+        {**folds(0.55, 0.65), "baselines": {"random": folds(0.4, 0.45)}},  # no magnitude control
+    )
+    write("reports/finetune_resnet/details.json", {"resnet18": folds(0.3)})
+    assert fold_accuracies(tmp_path) == {
+        "cnn": {0: 0.5, 1: 0.6},
+        "pruned": {0: 0.55, 1: 0.65},
+        "random": {0: 0.4, 1: 0.45},
+        "resnet18": {0: 0.3},
+    }
+    assert fold_accuracies(tmp_path, ("cnn",)) == {"cnn": {0: 0.5, 1: 0.6}}
+    assert seed_means([{0: 0.5, 1: 0.6}, {0: 0.7, 1: 0.8, 2: 0.9}]) == {
+        0: pytest.approx(0.6),
+        1: pytest.approx(0.7),
+    }
