@@ -157,6 +157,8 @@ def test_paired_comparison_matches_scipy():
     assert r["diffs"][1] == pytest.approx(-0.01)
     assert r["t_pvalue"] == pytest.approx(stats.ttest_rel(xb, xa).pvalue)
     assert r["wilcoxon_pvalue"] == pytest.approx(stats.wilcoxon(np.subtract(xb, xa)).pvalue)
+    low, high = corrected_interval(np.subtract(xb, xa), 0.25)  # 5 folds: n_test/n_train = 1/4
+    assert r["interval_95"] == [pytest.approx(low), pytest.approx(high)]
 
 
 def test_verdict_not_significant():
@@ -187,6 +189,8 @@ def test_verdict_too_few_folds_and_undefined_tests():
     assert "2" in one["t_reason"] and "too few" in one["verdict"]
     same = paired_comparison({0: 0.3, 1: 0.4, 2: 0.5}, {0: 0.3, 1: 0.4, 2: 0.5}, "CNN", "pruned")
     assert same["wilcoxon_pvalue"] is None and "zero" in same["wilcoxon_reason"]
+    # No interval where the corrected test is undefined.
+    assert one["interval_95"] is None and same["interval_95"] is None
 
 
 def test_duplicate_twins_across_folds_only():
@@ -496,13 +500,38 @@ def test_the_controls_share_one_table_with_the_cnn_and_each_comparison_has_a_ver
     ]
     assert "| fc1: 506 of 512 |" in rows[1] and "| fc1: 506 of 512 |" in rows[2]
     vs_random = next(line for line in rows if line.startswith("| CNN + pruning vs CNN + random"))
-    assert "| +6.5 |" in vs_random and "too few for a paired test" in vs_random
+    low, high = (100 * x for x in compared["vs_random"]["interval_95"])
+    assert f"| +6.5 ({low:+.1f} to {high:+.1f}) |" in vs_random
+    assert "too few for a paired test" in vs_random
+    assert "95% confidence interval" in section
     # The controls are not rows of the table beside the paper's figures.
     paper = md.split("## Does pruning help")[0]
     assert "random removal" not in paper
     head = headline(compared, {"total": 0})
     assert set(head["p_vs"]) == {"cnn", "random", "magnitude"} and head["duplicate_twins"] == 0
     assert head["p_vs"]["random"] == compared["vs_random"]["corrected_pvalue"] > 0
+
+
+def test_evaluates_mlflow_run_carries_each_comparisons_interval():
+    from emoprune.pipeline.compare import mlflow_metrics
+
+    shown = paired_comparison(
+        dict(enumerate([0.30, 0.35, 0.33, 0.31, 0.36])),
+        dict(enumerate([0.33, 0.32, 0.35, 0.30, 0.37])),
+        "CNN",
+        "pruned CNN",
+    )
+    same = paired_comparison({0: 0.3, 1: 0.4, 2: 0.5}, {0: 0.3, 1: 0.4, 2: 0.5}, "CNN", "pruned")
+    out = mlflow_metrics(
+        {}, {"pruned_vs_cnn": shown, "pruned_vs_random": same, "duplicate_twins": 0}
+    )
+    low, high = shown["interval_95"]
+    assert low < shown["mean_diff"] < high
+    assert (out["pruned_vs_cnn/interval_95_low"], out["pruned_vs_cnn/interval_95_high"]) == (
+        low,
+        high,
+    )
+    assert "pruned_vs_random/interval_95_low" not in out  # undefined: not logged as a number
 
 
 def test_repeated_k_fold_is_reported_per_repeat_and_tested_with_k_fold_correction():

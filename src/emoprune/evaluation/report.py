@@ -302,20 +302,30 @@ def comparisons_section(
         )
     lines += [
         "",
-        "| comparison | effect (points) | corrected t-test p | plain t-test p | Wilcoxon p "
+        "| comparison | effect, points (95% interval) | corrected t-test p | plain t-test p "
+        "| Wilcoxon p "
         "| verdict |",
         "|---|---|---|---|---|---|",
     ]
     for key, c in comparisons.items():
         a, b = COMPARISONS.get(key, (c["name_a"], c["name_b"]))
         effect = DASH if c.get("mean_diff") is None else f"{100 * c['mean_diff']:+.1f}"
+        if c.get("interval_95"):
+            low, high = c["interval_95"]
+            effect += f" ({100 * low:+.1f} to {100 * high:+.1f})"
         lines.append(
             f"| {MODEL_NAMES.get(b, b)} vs {MODEL_NAMES.get(a, a)} | {effect} "
             f"| {_p_cell(c, 'corrected_pvalue')} | {_p_cell(c, 't_pvalue')} "
             f"| {_p_cell(c, 'wilcoxon_pvalue')} | {c['verdict']} |"
         )
     first = next(iter(comparisons.values()))
-    lines += ["", "Effect: mean over folds of the first model's accuracy minus the second's.", ""]
+    lines += [
+        "",
+        "Effect: mean over folds of the first model's accuracy minus the second's; the interval "
+        "is its 95% confidence interval with the corrected t-test's variance, the range of "
+        "differences these folds cannot rule out.",
+        "",
+    ]
     lines += [*which_test(first), ""]
     for key, c in comparisons.items():
         a, b = COMPARISONS.get(key, (c["name_a"], c["name_b"]))

@@ -114,8 +114,10 @@ def paired_comparison(
 ) -> dict[str, Any]:
     """Compare two models' per-fold scores (fractions) on the folds they share.
 
-    Differences are ``b - a``. Returns n, folds, diffs, mean_diff; the p-values of the
-    corrected resampled t-test (``corrected_pvalue``, the one the ``verdict`` rests on), the
+    Differences are ``b - a``. Returns n, folds, diffs, mean_diff and its 95% interval
+    (``interval_95``, from ``corrected_interval``; None where the corrected test is undefined);
+    the p-values of the corrected resampled t-test (``corrected_pvalue``, the one the
+    ``verdict`` rests on), the
     plain paired t-test and the Wilcoxon signed-rank test (None with a ``*_reason`` when
     undefined); ``wilcoxon_floor``, the smallest p the Wilcoxon test could reach here; and a
     one-sentence ``verdict`` with p < 0.05 as its evidence bar. ``test_fraction`` is
@@ -165,6 +167,8 @@ def paired_comparison(
         "corrected_t": None if corrected is None else corrected[0],
         "corrected_pvalue": None if corrected is None else corrected[1],
         "corrected_reason": c_reason,
+        # Where the corrected test is defined: how large a difference these folds leave open.
+        "interval_95": None if corrected is None else list(corrected_interval(diffs, fraction)),
         "test_fraction": fraction,
         "alpha": ALPHA,
         "verdict": _verdict(

@@ -223,6 +223,7 @@ def headline(compared: Mapping[str, Mapping[str, Any]], twins: Mapping[str, Any]
 
 COMPARISON_KEYS = (
     "mean_diff",
+    "interval_95",
     "corrected_pvalue",
     "t_pvalue",
     "wilcoxon_pvalue",
@@ -288,5 +289,7 @@ def mlflow_metrics(
             for k in ("mean_diff", "corrected_pvalue", "t_pvalue", "wilcoxon_pvalue"):
                 if c[k] is not None:
                     out[f"{name}/{k}"] = c[k]
+            if c.get("interval_95"):
+                out[f"{name}/interval_95_low"], out[f"{name}/interval_95_high"] = c["interval_95"]
     out["duplicate_twins"] = metrics["duplicate_twins"]
     return out
