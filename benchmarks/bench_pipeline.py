@@ -280,8 +280,15 @@ def _mean(per_fold: dict[int, float]) -> float:
     return sum(per_fold.values()) / len(per_fold)
 
 
-def _p(pvalue: float | None) -> str:
-    return "undefined, no spread" if pvalue is None else f"{pvalue:.2f}"
+def _interval(compared: dict) -> str:
+    """A paired comparison's 95% interval and corrected p, in points, for a row's note."""
+    if compared["interval_95"] is None:
+        return "the difference does not vary over the folds: no interval or p"
+    low, high = (100 * x for x in compared["interval_95"])
+    return (
+        f"95% interval {low:+.1f} to {high:+.1f} (corrected resampled t over the folds' seed "
+        f"means; p = {compared['corrected_pvalue']:.2f})"
+    )
 
 
 # `make bench` only (no smoke): the issue compares precisions "over 5 folds", and ResNet18 trains
@@ -299,7 +306,7 @@ def _precision_rows(name: str, repo: Path) -> list[dict]:
     held-out accuracy in points, averaged over ``PRECISION_SEEDS`` (the CNN models) and the
     folds, with the corrected resampled 95% interval over the folds; and for scale how far one
     other seed moves the CNN models' means. Nothing where auto chose float32."""
-    from emoprune.evaluation.statistics import corrected_interval, paired_comparison
+    from emoprune.evaluation.statistics import paired_comparison
 
     cnn = json.loads((repo / "reports/train_cnn/metrics.json").read_text())["cnn"]
     if cnn["precision"] != "bf16":
@@ -322,7 +329,6 @@ def _precision_rows(name: str, repo: Path) -> list[dict]:
         bf16 = seed_means([runs[s, "auto"][model] for s in seeds])
         fp32 = seed_means([runs[s, "fp32"][model] for s in seeds])
         cmp = paired_comparison(fp32, bf16, "fp32", "bf16")
-        low, high = corrected_interval(list(cmp["diffs"].values()), cmp["test_fraction"])
         per_seed = ", ".join(
             f"seed {s}: {100 * _mean(runs[s, 'auto'][model]):.1f}% vs "
             f"{100 * _mean(runs[s, 'fp32'][model]):.1f}%"
@@ -337,9 +343,8 @@ def _precision_rows(name: str, repo: Path) -> list[dict]:
                 "baseline": 100 * _mean(fp32),
                 "ratio": None,
                 "note": f"|bf16 - fp32| of the mean held-out accuracy over {len(bf16)} folds and "
-                f"{len(seeds)} seed(s): bf16 - fp32 = {100 * cmp['mean_diff']:+.2f} points, 95% "
-                f"interval {100 * low:+.1f} to {100 * high:+.1f} (corrected resampled t over the "
-                f"folds' seed means; p = {_p(cmp['corrected_pvalue'])}); {per_seed}",
+                f"{len(seeds)} seed(s): bf16 - fp32 = {100 * cmp['mean_diff']:+.2f} points, "
+                f"{_interval(cmp)}; {per_seed}",
             }
         )
     for model in CNN_MODELS:
