@@ -303,8 +303,7 @@ def comparisons_section(
     lines += [
         "",
         "| comparison | effect, points (95% interval) | corrected t-test p | plain t-test p "
-        "| Wilcoxon p "
-        "| verdict |",
+        "| Wilcoxon p | verdict |",
         "|---|---|---|---|---|---|",
     ]
     for key, c in comparisons.items():

@@ -117,11 +117,11 @@ def paired_comparison(
     Differences are ``b - a``. Returns n, folds, diffs, mean_diff and its 95% interval
     (``interval_95``, from ``corrected_interval``; None where the corrected test is undefined);
     the p-values of the corrected resampled t-test (``corrected_pvalue``, the one the
-    ``verdict`` rests on), the
-    plain paired t-test and the Wilcoxon signed-rank test (None with a ``*_reason`` when
-    undefined); ``wilcoxon_floor``, the smallest p the Wilcoxon test could reach here; and a
-    one-sentence ``verdict`` with p < 0.05 as its evidence bar. ``test_fraction`` is
-    n_test/n_train of one split (default 1/(n - 1), K-fold CV over all its folds).
+    ``verdict`` rests on), the plain paired t-test and the Wilcoxon signed-rank test (None with
+    a ``*_reason`` when undefined); ``wilcoxon_floor``, the smallest p the Wilcoxon test could
+    reach here; and a one-sentence ``verdict`` with p < 0.05 as its evidence bar.
+    ``test_fraction`` is n_test/n_train of one split (default 1/(n - 1), K-fold CV over all its
+    folds).
     """
     from scipy import stats  # here, not at the top: see corrected_ttest
 

@@ -289,7 +289,7 @@ def mlflow_metrics(
             for k in ("mean_diff", "corrected_pvalue", "t_pvalue", "wilcoxon_pvalue"):
                 if c[k] is not None:
                     out[f"{name}/{k}"] = c[k]
-            if c.get("interval_95"):
+            if c["interval_95"] is not None:
                 out[f"{name}/interval_95_low"], out[f"{name}/interval_95_high"] = c["interval_95"]
     out["duplicate_twins"] = metrics["duplicate_twins"]
     return out
