@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,17 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 SHOTS = REPO / "test-artifacts" / "browser"  # the browser tests' screenshots
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_tmpdir(tmp_path_factory):
+    """The temporary files of the tests, and of every process they start, go under the session's
+    basetemp, which pytest prunes: MLflow never removes the folder it downloads a ``runs:/``
+    model into, and a stage killed with SIGKILL cannot remove its own."""
+    path = tmp_path_factory.mktemp("tmp")
+    os.environ["TMPDIR"] = str(path)
+    tempfile.tempdir = None  # recomputed from TMPDIR when next needed
+    yield path
 
 
 @pytest.fixture(scope="session")

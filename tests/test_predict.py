@@ -256,6 +256,39 @@ def test_uri_loads_a_packaged_model_without_the_local_outputs(project, capsys):
     assert not (root / "mlflow.db").exists()  # a file URI needs no tracking store
 
 
+def test_a_tracked_uri_is_downloaded_once_and_removed_with_its_predictor(
+    project, capsys, monkeypatch, tmp_path_factory
+):
+    """MLflow, left to download a ``runs:/`` model, leaves its folder in the temporary
+    directory for good: one such folder per call of ``emoprune predict --uri``."""
+    import gc
+    import tempfile
+
+    import mlflow
+
+    from emoprune.pipeline import packaged, tracking
+
+    root, names, _ = project
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    with mlflow.start_run() as run:
+        tracking.log_model(packaged.package(CNN_CKPT, root, kind="cnn"), "model_fold0")
+    assert main(["predict", *names]) == 0
+    local = capsys.readouterr().out
+    scratch = tmp_path_factory.mktemp("scratch")
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    uri = f"runs:/{run.info.run_id}/model_fold0"
+    predictor = predict.load_predictor(uri=uri)
+    (held,) = scratch.iterdir()  # one download, read from while the predictor lives
+    assert held.name.startswith("emoprune-predict-") and any(held.rglob("MLmodel"))
+    del predictor
+    gc.collect()
+    assert not any(scratch.iterdir())
+    assert main(["predict", "--uri", uri, *names]) == 0
+    assert [r[:3] for r in _lines(capsys.readouterr().out)] == _lines(local)
+    gc.collect()
+    assert not any(scratch.iterdir())
+
+
 def test_uri_mistakes_are_one_line_errors_naming_the_uri(project, capsys):
     import mlflow.pytorch
 

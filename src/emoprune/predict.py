@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +50,9 @@ class Predictor:
     name: str
     classes: tuple[str, ...]
     proba: Callable[[Sequence[Image.Image]], np.ndarray]
+    # A downloaded model's folder (a TemporaryDirectory), removed when the Predictor goes: the
+    # model's code is imported from there, so it must outlive loading.
+    files: Any = None
 
     def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
         proba = self.proba(images)
@@ -303,16 +307,26 @@ def load_uri_predictor(uri: str) -> Predictor:
         tracking.configure()
     # One image's prediction should print one line, not mlflow's download progress bars.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow.artifacts
     import mlflow.models
     import mlflow.pyfunc
 
     from emoprune.pipeline.packaged import emoprune_metadata
 
     parsed = urllib.parse.urlparse(source)
-    # get_model_info takes a file: URI for a missing path; load_model takes either form.
-    local = urllib.request.url2pathname(parsed.path) if parsed.scheme == "file" else source
+    files = None
     try:
-        info = mlflow.models.get_model_info(local)  # the MLmodel file alone, before any weights
+        if parsed.scheme == "file":
+            # get_model_info takes a file: URI for a missing path; load_model takes either form.
+            local = urllib.request.url2pathname(parsed.path)
+        elif len(parsed.scheme) <= 1:  # a path (a one-letter scheme is a Windows drive)
+            local = source
+        else:
+            # Left to MLflow, each of get_model_info and load_model would download the model
+            # into a temporary folder of its own and never remove it.
+            files = tempfile.TemporaryDirectory(prefix="emoprune-predict-")
+            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=files.name)
+        info = mlflow.models.get_model_info(local)  # reads the MLmodel file alone
     except Exception as exc:  # noqa: BLE001 - MlflowException, OSError, YAML errors...
         raise UserError(f"--uri {uri}: cannot load the model ({_first_line(exc)})") from None
     meta = emoprune_metadata(info.metadata)
@@ -322,7 +336,7 @@ def load_uri_predictor(uri: str) -> Predictor:
             f"metadata in its MLmodel); log it again with `dvc repro`"
         )
     try:
-        model = mlflow.pyfunc.load_model(source)
+        model = mlflow.pyfunc.load_model(local)
     except Exception as exc:  # noqa: BLE001 - a missing artifact, unloadable code, ...
         raise UserError(f"--uri {uri}: cannot load the model ({_first_line(exc)})") from None
     size = int(meta["input_size"])
@@ -330,7 +344,7 @@ def load_uri_predictor(uri: str) -> Predictor:
     def proba(images: Sequence[Image.Image]) -> np.ndarray:
         return np.asarray(model.predict(stack_resized(images, size)), dtype=np.float64)
 
-    return Predictor(str(meta["kind"]), tuple(str(c) for c in meta["classes"]), proba)
+    return Predictor(str(meta["kind"]), tuple(str(c) for c in meta["classes"]), proba, files)
 
 
 def load_predictor(
