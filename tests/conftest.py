@@ -35,6 +35,9 @@ CHROMIUM_FLAGS = [
 SHOTS = REPO / "test-artifacts" / "browser"  # the browser tests' screenshots
 
 
+SYSTEM_TMP = tempfile.gettempdir()  # before session_tmpdir: reachable by other users
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_tmpdir(tmp_path_factory):
     """The temporary files of the tests, and of every process they start, go under the session's

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SYSTEM_TMP
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -107,7 +109,8 @@ def postgres(database: str = "mlflow") -> Iterator[str]:
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
     as_user: list[str] = []
-    home = Path(tempfile.mkdtemp(prefix="emoprune-pg-"))
+    # Not under pytest's basetemp, which only its owner may enter.
+    home = Path(tempfile.mkdtemp(prefix="emoprune-pg-", dir=SYSTEM_TMP))
     if os.geteuid() == 0:
         try:
             import pwd

@@ -269,8 +269,9 @@ def test_a_tracked_uri_is_downloaded_once_and_removed_with_its_predictor(
     from emoprune.pipeline import packaged, tracking
 
     root, names, _ = project
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-    with mlflow.start_run() as run:
+    # Where predict looks (./mlflow.db); an earlier test may have left mlflow pointed elsewhere.
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    with mlflow.start_run(experiment_id=mlflow.create_experiment("emoprune")) as run:
         tracking.log_model(packaged.package(CNN_CKPT, root, kind="cnn"), "model_fold0")
     assert main(["predict", *names]) == 0
     local = capsys.readouterr().out
