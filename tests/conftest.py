@@ -43,10 +43,16 @@ def session_tmpdir(tmp_path_factory):
     """The temporary files of the tests, and of every process they start, go under the session's
     basetemp, which pytest prunes: MLflow never removes the folder it downloads a ``runs:/``
     model into, and a stage killed with SIGKILL cannot remove its own."""
+    before = os.environ.get("TMPDIR")
     path = tmp_path_factory.mktemp("tmp")
     os.environ["TMPDIR"] = str(path)
     tempfile.tempdir = None  # recomputed from TMPDIR when next needed
     yield path
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
 
 
 @pytest.fixture(scope="session")
