@@ -23,6 +23,7 @@ from emoprune.models.cnn import CNN
 from emoprune.models.inputs import to_tensor_images
 from emoprune.models.mlp import mlp
 from emoprune.training.checkpoints import load_cnn_checkpoint, save_checkpoint, save_cnn
+from servers import free_port
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]
 MEAN, STD = [0.45, 0.40, 0.35], [0.25, 0.22, 0.20]
@@ -301,7 +302,13 @@ def test_uri_mistakes_are_one_line_errors_naming_the_uri(project, capsys):
     )
     capsys.readouterr()  # mlflow's warning about pickles
     old, absent = (root / "old").as_uri(), (root / "absent").as_uri()
-    for uri, reason in ((old, "no emoprune metadata"), (absent, "cannot load the model")):
+    for uri, reason in (
+        (old, "no emoprune metadata"),
+        (absent, "cannot load the model"),
+        ("http://127.0.0.1:9/models/m", "must lie under a server's /api/2.0/mlflow-artifacts"),
+        # at once, not after MLflow's minutes of retries
+        (f"http://127.0.0.1:{free_port()}{predict.ARTIFACTS_API}/0/m", "is unreachable"),
+    ):
         assert main(["predict", "--uri", uri, names[0]]) == 2
         out, err = capsys.readouterr()
         assert out == "" and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -90,6 +90,44 @@ def test_same_results_as_the_sqlite_run(served, pipeline):
     assert tinyrepo.read_metrics(repo) == first
 
 
+def test_predict_loads_a_logged_model_through_the_server(served, tmp_path):
+    """By run id (MLFLOW_TRACKING_URI set to the server) and by the server's artifact URL, the
+    same model gives the same lines, and no download is left in the temporary folder."""
+    from emoprune.predict import ARTIFACTS_API
+
+    repo, url, _, _ = served
+    client = MlflowClient(tracking_uri=url)
+    exp = client.get_experiment_by_name("emoprune")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`dvc.stage` = 'train_cnn'")
+    (model,) = [
+        m
+        for m in client.search_logged_models(
+            [exp.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+        )
+        if m.name == "model_fold0"
+    ]
+    location = model.artifact_location
+    assert location.startswith("mlflow-artifacts:/"), location
+    images = [str(p) for p in sorted((repo / "data/raw").rglob("*.png"))[:3]]
+    lines = []
+    for uri in (
+        f"runs:/{run.info.run_id}/model_fold0",
+        url + ARTIFACTS_API + "/" + location.removeprefix("mlflow-artifacts:/"),
+    ):
+        proc = subprocess.run(
+            ["emoprune", "predict", "--uri", uri, *images],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            env=tinyrepo.env_for(repo, MLFLOW_TRACKING_URI=url, TMPDIR=str(tmp_path)),
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines.append(proc.stdout.splitlines())
+    assert len(lines[0]) == len(images) and lines[0] == lines[1]
+    assert not any(tmp_path.iterdir())
+
+
 def test_an_unreachable_server_fails_fast_and_touches_nothing_upstream(served):
     """No server answers; a param change reruns prune_cnn, which must stop at once."""
     repo, _, _, _ = served

@@ -41,6 +41,7 @@ RESIZE_META = Path("outputs/resize/meta.json")
 RESNET_SIZE = 224  # params.yaml resize.resnet; ResNet's adaptive pooling accepts any size anyway
 MLP_SIZE = 227  # descriptors are computed on the CNN-sized frames (resize.cnn)
 BATCH = 32  # images decoded and scored at a time: bounds memory for long file lists
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"  # an MLflow server's artifact download API
 
 
 @dataclass(frozen=True)
@@ -300,11 +301,25 @@ def load_uri_predictor(uri: str) -> Predictor:
     that does not load, or a model without emoprune metadata (e.g. one logged before models
     carried their preprocessing), is a one-line ``UserError`` naming the URI.
     """
-    source = uri.strip()
-    if source.startswith(("runs:/", "models:/")):
-        from emoprune.pipeline import tracking
+    from emoprune.pipeline import tracking
 
+    source = uri.strip()
+    parsed = urllib.parse.urlparse(source)
+    if source.startswith(("runs:/", "models:/")):
         tracking.configure()
+    elif parsed.scheme in ("http", "https"):
+        if ARTIFACTS_API not in parsed.path:
+            # MLflow reads an http(s) URI only as a path in a server's artifact API; any other
+            # fails inside MLflow with an unhelpful ValueError.
+            raise UserError(
+                f"--uri {uri}: an http(s) URI must lie under a server's {ARTIFACTS_API}/; for "
+                "a logged model use runs:/RUN_ID/NAME or models:/NAME@ALIAS with "
+                "MLFLOW_TRACKING_URI set to the server"
+            )
+        try:
+            tracking.check_reachable(source[: source.index(ARTIFACTS_API)], advice="start it")
+        except UserError as exc:
+            raise UserError(f"--uri {uri}: {exc}") from None
     # One image's prediction should print one line, not mlflow's download progress bars.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow.artifacts
@@ -313,7 +328,6 @@ def load_uri_predictor(uri: str) -> Predictor:
 
     from emoprune.pipeline.packaged import emoprune_metadata
 
-    parsed = urllib.parse.urlparse(source)
     files = None
     try:
         if parsed.scheme == "file":

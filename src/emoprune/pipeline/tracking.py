@@ -82,10 +82,20 @@ def _with_sqlite_timeout(uri: str) -> str:
     return uri
 
 
-def check_reachable(uri: str, timeout: float = SERVER_TIMEOUT_S) -> None:
-    """Fail fast, in one line, when an HTTP tracking server does not answer."""
+def check_reachable(
+    uri: str,
+    timeout: float = SERVER_TIMEOUT_S,
+    advice: str = "start it or unset MLFLOW_TRACKING_URI",
+) -> None:
+    """Fail fast, in one line ending with ``advice``, when an HTTP MLflow server does not answer.
+
+    A dead server must not stall the caller in MLflow's retry loop for minutes either: MLflow's
+    HTTP retries and timeout are bounded from here on, unless the environment sets them.
+    """
     if not uri.startswith(("http://", "https://")):
         return
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(SERVER_TIMEOUT_S))
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
             resp.read(64)
@@ -95,8 +105,7 @@ def check_reachable(uri: str, timeout: float = SERVER_TIMEOUT_S) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UserError(
-            f"MLflow tracking server {mask_uri(uri)} is unreachable ({reason}); "
-            "start it or unset MLFLOW_TRACKING_URI"
+            f"MLflow tracking server {mask_uri(uri)} is unreachable ({reason}); {advice}"
         ) from None
 
 
@@ -106,9 +115,6 @@ def configure(root: Path | None = None) -> str:
 
     uri = tracking_uri(root)
     check_reachable(uri)
-    # A dead server must not stall a stage in mlflow's retry loop for minutes.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(SERVER_TIMEOUT_S))
     mlflow.set_tracking_uri(_with_sqlite_timeout(uri))
     check_access(uri)
     return uri
