@@ -331,7 +331,7 @@ def load_uri_predictor(uri: str) -> Predictor:
     files = None
     try:
         if parsed.scheme == "file":
-            # get_model_info takes a file: URI for a missing path; load_model takes either form.
+            # The path a file: URI names (percent-escapes decoded), for both MLflow calls below.
             local = urllib.request.url2pathname(parsed.path)
         elif len(parsed.scheme) <= 1:  # a path (a one-letter scheme is a Windows drive)
             local = source
