@@ -99,12 +99,21 @@ def test_missing_and_invalid_yaml(tmp_path):
             {"prune": {"start_epoch": 15}},
             "prune.start_epoch must be a multiple of cnn.checkpoint_every",
         ),
+        (
+            {"prune": {"start_epoch": 40, "every": 11}},
+            "prune.every must be <= cnn.epochs - prune.start_epoch (10) for a distinctiveness"
+            " check to run, got 11",
+        ),
+        ({"prune": {"start_epoch": 40, "every": 10}}, None),
         ({"features": {"lpq_win_size": 4}}, "features.lpq_win_size must be odd and >= 3"),
         ({"features": {"phog_angle": 90}}, "features.phog_angle must be 180 or 360"),
         ({"mlp": {"hidden": [0]}}, "mlp.hidden must list positive widths"),
     ],
 )
 def test_training_params_are_validated(raw, message):
+    if message is None:  # the boundary case is valid
+        parse_params(raw)
+        return
     with pytest.raises(UserError) as exc:
         parse_params(raw)
     assert message in str(exc.value)

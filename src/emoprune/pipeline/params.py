@@ -246,6 +246,15 @@ class Params(Section):
                 f"be a multiple of cnn.checkpoint_every ({self.cnn.checkpoint_every})",
                 start,
             )
+        # Checks fall at start + every, start + 2 * every, ... <= cnn.epochs: with none, the
+        # "pruned" CNN is the unpruned one and its report has no angles to show.
+        room = self.cnn.epochs - start
+        if self.prune.every > room:
+            raise _cross(
+                "prune.every",
+                f"be <= cnn.epochs - prune.start_epoch ({room}) for a distinctiveness check to run",
+                self.prune.every,
+            )
         if len(set(self.prune.baselines)) < len(self.prune.baselines):
             raise _cross("prune.baselines", "name each baseline once", list(self.prune.baselines))
         # finetune.folds counts splits (from split 0), and with repeats there are R * K of them.
