@@ -11,7 +11,7 @@ from emoprune.pipeline.logged_cv import cross_validate_logged
 from emoprune.pipeline.outputs import atomic_path
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
-from emoprune.training.recipes import train_mlp_fold
+from emoprune.training.recipes import check_pca_components, train_mlp_fold
 
 FEATURES, OUT, REPORTS = "outputs/features", "outputs/models/mlp", "reports/train_mlp"
 
@@ -19,6 +19,8 @@ FEATURES, OUT, REPORTS = "outputs/features", "outputs/models/mlp", "reports/trai
 def main(p: Params) -> None:
     folds = load_folds(p.data.classes)
     descriptors = {n: np.load(f"{FEATURES}/{n}.npy") for n in ("lpq", "phog")}
+    train_sizes = [len(folds.split(k)[0]) for k in folds.ids]
+    check_pca_components(p.mlp.pca_components, descriptors, train_sizes)
 
     def fit_fold(fold):
         fit = train_mlp_fold(p.mlp, descriptors, folds.labels, folds.split(fold.k), fold)

@@ -501,3 +501,21 @@ def test_unusable_checkpoint_stops_prune_cnn(tmp_path, breakage, culprit, reason
     assert not (work / "outputs/models/pruned").exists()
     assert [p.name for p in (work / "outputs/models").iterdir()] == ["cnn"]
     assert not (work / "reports").exists()
+
+
+def test_more_pca_components_than_a_fold_allows_stop_train_mlp_before_it_trains(tmp_path):
+    # 14 frames in 2 folds: each training part has 7, fewer than the 8 components asked for.
+    work = prune_project(tmp_path)
+    write_project(work, params={**PRUNE_PARAMS, "mlp": {"pca_components": 8}})
+    features = work / "outputs/features"
+    features.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.save(features / "lpq.npy", rng.random((14, 256)))
+    np.save(features / "phog.npy", rng.random((14, 680)))
+    line = single_error(run_stage(work, "train_mlp"), "train_mlp")
+    assert line == (
+        "error: [train_mlp] params.yaml: mlp.pca_components must be <= 7 (lpq: 256 values per "
+        "frame; the smallest training part: 7 frames), got 8"
+    )
+    assert sorted(p.name for p in (work / "outputs/models").iterdir()) == ["cnn"]
+    assert not (work / "reports").exists()

@@ -105,6 +105,18 @@ def test_missing_and_invalid_yaml(tmp_path):
             " check to run, got 11",
         ),
         ({"prune": {"start_epoch": 40, "every": 10}}, None),
+        (
+            {"prune": {"layers": ["fc1", "fc1"]}},
+            "prune.layers must name each one once, got ['fc1', 'fc1']",
+        ),
+        (
+            {"prune": {"baselines": ["random", "random"]}},
+            "prune.baselines must name each one once, got ['random', 'random']",
+        ),
+        (
+            {"finetune": {"archs": ["resnet18", "resnet18"]}},
+            "finetune.archs must name each one once, got ['resnet18', 'resnet18']",
+        ),
         ({"features": {"lpq_win_size": 4}}, "features.lpq_win_size must be odd and >= 3"),
         ({"features": {"phog_angle": 90}}, "features.phog_angle must be 180 or 360"),
         ({"mlp": {"hidden": [0]}}, "mlp.hidden must list positive widths"),

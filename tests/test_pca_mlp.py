@@ -39,3 +39,15 @@ def test_mlp_shape():
     net = mlp(10, [32, 16], 7)
     assert net(torch.zeros(3, 10)).shape == (3, 7)
     assert sum(isinstance(m, torch.nn.Sigmoid) for m in net) == 2
+
+
+def test_pca_components_are_bounded_by_the_descriptor_and_the_smallest_training_part():
+    from emoprune.errors import UserError
+    from emoprune.training.recipes import check_pca_components
+
+    descriptors = {"lpq": np.zeros((40, 6)), "phog": np.zeros((40, 30))}
+    check_pca_components(6, descriptors, [30, 32])  # lpq's 6 values per frame: the bound
+    with pytest.raises(UserError, match=r"must be <= 6 \(lpq: 6 values per frame; .*got 7"):
+        check_pca_components(7, descriptors, [30, 32])
+    with pytest.raises(UserError, match=r"must be <= 5 \(lpq: .* smallest training part: 5"):
+        check_pca_components(6, descriptors, [5, 32])

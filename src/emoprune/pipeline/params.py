@@ -255,8 +255,14 @@ class Params(Section):
                 f"be <= cnn.epochs - prune.start_epoch ({room}) for a distinctiveness check to run",
                 self.prune.every,
             )
-        if len(set(self.prune.baselines)) < len(self.prune.baselines):
-            raise _cross("prune.baselines", "name each baseline once", list(self.prune.baselines))
+        # A name twice would train (and write the outputs of) one model twice.
+        for key, names in (
+            ("prune.layers", self.prune.layers),
+            ("prune.baselines", self.prune.baselines),
+            ("finetune.archs", self.finetune.archs),
+        ):
+            if len(set(names)) < len(names):
+                raise _cross(key, "name each one once", list(names))
         # finetune.folds counts splits (from split 0), and with repeats there are R * K of them.
         folds, cv = self.finetune.folds, self.cv
         if isinstance(folds, int) and folds > cv.n_splits:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoprune.errors import UserError
 from emoprune.models.cnn import CNN
 from emoprune.models.mlp import mlp
 from emoprune.training import checkpoints as ckpt
@@ -65,6 +66,23 @@ def train_cnn_fold(cfg: Any, data: FoldTensors, fold: FoldContext, in_size: int)
         (data.x_val, data.y_val),
         {"seconds_per_epoch": seconds},
     )
+
+
+def check_pca_components(
+    n_components: int, descriptors: Mapping[str, np.ndarray], train_sizes: Sequence[int]
+) -> None:
+    """A UserError unless every fold's PCA can keep ``n_components`` (mlp.pca_components): at
+    most a descriptor's length (``descriptors`` {name: (N, dim)}) and the fewest training frames
+    of any fold (``train_sizes``), checked before any fold trains."""
+    fewest = min(train_sizes)
+    for name, x in descriptors.items():
+        bound = min(fewest, x.shape[1])
+        if n_components > bound:
+            raise UserError(
+                f"params.yaml: mlp.pca_components must be <= {bound} ({name}: {x.shape[1]} "
+                f"values per frame; the smallest training part: {fewest} frames), "
+                f"got {n_components}"
+            )
 
 
 def train_mlp_fold(
