@@ -168,6 +168,21 @@ def test_structural_problems_are_user_errors(raw_copy, mutate, culprit):
     assert "\n" not in str(exc.value)
 
 
+def test_a_split_folder_holding_the_class_folders_says_what_to_do(raw_copy):
+    # SFEW 2.0's layout: Train/<Emotion>/ and Val/<Emotion>/ instead of <Emotion>/.
+    train = raw_copy / "Train"
+    train.mkdir()
+    for emotion in EMOTIONS:
+        (raw_copy / emotion).rename(train / emotion)
+    with pytest.raises(UserError) as exc:
+        build_manifest(raw_copy, EMOTIONS, folds=2, seed=0)
+    assert str(exc.value) == (
+        f"{raw_copy}/Train: unknown class folder (expected one of {', '.join(EMOTIONS)}); it "
+        f"holds class folders itself: move them up into {raw_copy} (merge the splits) or set "
+        "data.raw to it"
+    )
+
+
 def test_no_images_at_all(tmp_path):
     for e in EMOTIONS:
         (tmp_path / e).mkdir()

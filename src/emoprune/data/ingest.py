@@ -113,6 +113,14 @@ def _not_regular(mode: int) -> str:
     return f"not a regular file (a {kind})"
 
 
+def _entries(folder: Path) -> list[Path]:
+    """``folder``'s entries, none where it cannot be listed (the caller's error says more)."""
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
 def match_class_folders(raw: Path, classes: tuple[str, ...]) -> dict[str, Path]:
     """Map each class name to its folder under ``raw``; unknown or duplicate folders are errors."""
     if not raw.is_dir():
@@ -127,8 +135,16 @@ def match_class_folders(raw: Path, classes: tuple[str, ...]) -> dict[str, Path]:
         cls = wanted.get(entry.name.lower())
         if cls is None:
             expected = ", ".join(classes)
+            # SFEW 2.0 ships Train/ and Val/ splits, each with the class folders inside.
+            nested = any(sub.is_dir() and sub.name.lower() in wanted for sub in _entries(entry))
+            hint = (
+                "; it holds class folders itself: move them up into "
+                f"{display_path(raw)} (merge the splits) or set data.raw to it"
+                if nested
+                else ""
+            )
             raise UserError(
-                f"{display_path(entry)}: unknown class folder (expected one of {expected})"
+                f"{display_path(entry)}: unknown class folder (expected one of {expected}){hint}"
             )
         if cls in found:
             raise UserError(
