@@ -220,7 +220,7 @@ def skip_run(tiny_sample, tmp_path_factory) -> SkipRun:
     )
     happy.rename(raw / "happy")  # folders match class names case-insensitively
 
-    work = write_project(root / "work", raw, {"resize": {"cnn": 67, "resnet": 32}})
+    work = write_project(root / "work", raw, {"resize": {"cnn": 67, "resnet": 33}})
     proc = run_stage(work, "ingest")
     assert proc.returncode == 0, proc.stderr
     report = json.loads((work / REPORT).read_text())
@@ -409,7 +409,7 @@ def test_bad_params_stop_a_stage_before_anything_is_written(
 # --------------------------------------------------------------------------- prune_cnn's input
 
 PRUNE_PARAMS = {
-    "resize": {"cnn": 67, "resnet": 32},
+    "resize": {"cnn": 67, "resnet": 33},
     "cnn": {"epochs": 2, "checkpoint_every": 1, "batch_size": 8},
     "prune": {"start_epoch": 1},
 }
@@ -439,13 +439,13 @@ def prune_project(work: Path) -> Path:
     resized = work / "outputs/resize"
     resized.mkdir(parents=True)
     np.save(resized / "cnn_67.npy", rng.integers(0, 256, (len(records), 67, 67, 3), np.uint8))
-    np.save(resized / "resnet_32.npy", rng.integers(0, 256, (len(records), 32, 32, 3), np.uint8))
+    np.save(resized / "resnet_33.npy", rng.integers(0, 256, (len(records), 33, 33, 3), np.uint8))
     (resized / "meta.json").write_text(
         json.dumps(
             {
                 "n_images": len(records),
-                "sizes": {"cnn": 67, "resnet": 32},
-                "files": {"cnn": "cnn_67.npy", "resnet": "resnet_32.npy"},
+                "sizes": {"cnn": 67, "resnet": 33},
+                "files": {"cnn": "cnn_67.npy", "resnet": "resnet_33.npy"},
             }
         )
     )

@@ -117,6 +117,7 @@ def test_missing_and_invalid_yaml(tmp_path):
             {"finetune": {"archs": ["resnet18", "resnet18"]}},
             "finetune.archs must name each one once, got ['resnet18', 'resnet18']",
         ),
+        ({"resize": {"resnet": 32}}, "resize.resnet must be >= 33, got 32"),
         ({"features": {"lpq_win_size": 4}}, "features.lpq_win_size must be odd and >= 3"),
         ({"features": {"phog_angle": 90}}, "features.phog_angle must be 180 or 360"),
         ({"mlp": {"hidden": [0]}}, "mlp.hidden must list positive widths"),

@@ -116,6 +116,16 @@ def test_resnet50_build(torch_home, no_network):
         assert model(_x(1)).shape == (1, 5)
 
 
+def test_the_smallest_input_params_allow_trains_on_a_batch_of_one_frame(torch_home, no_network):
+    # Why resize.resnet must be >= 33 (test_params): at 32 px the last block's maps are 1x1,
+    # and BatchNorm, training, cannot normalise one value per channel.
+    model, _ = build_resnet("resnet18", weights="none")
+    model.train()
+    model(torch.zeros(1, 3, 33, 33)).sum().backward()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        model(torch.zeros(1, 3, 32, 32))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="arch"):
         build_resnet("resnet101")

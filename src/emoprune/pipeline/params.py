@@ -129,7 +129,9 @@ class CVParams(Section):
 
 class ResizeParams(Section):
     cnn: Int = Field(227, ge=67)  # the smallest input the CNN's conv stack accepts
-    resnet: Int = Field(224, ge=32)
+    # At 32 px ResNet's last block sees 1x1 maps, where BatchNorm cannot train on a batch of one
+    # frame (finetune.batch_size 1, or a last batch of one); from 33 px they are 2x2.
+    resnet: Int = Field(224, ge=33)
 
 
 class FeaturesParams(Section):
