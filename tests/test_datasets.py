@@ -78,3 +78,22 @@ def test_the_data_version_falls_back_to_dvc_lock_and_else_nothing_is_logged(proj
         "stages:\n  ingest:\n    deps:\n    - path: data/raw\n      md5: abc.dir\n"
     )
     assert datasets.data_version() == "abc"
+
+
+def test_the_data_version_is_the_hash_of_the_folder_data_raw_names(project, tmp_path_factory):
+    root, _ = project
+    elsewhere = tmp_path_factory.mktemp("sfew")  # data.raw pointed outside the project
+    (root / "dvc.lock").write_text(
+        "stages:\n  ingest:\n    deps:\n"
+        "    - path: outputs/params/data.json\n      md5: 0123\n"  # listed first, not the frames
+        f"    - path: {elsewhere}\n      md5: def.dir\n"
+    )
+    # data.dvc tracks data/raw, not the folder the stages read: its hash would be another data's.
+    assert datasets.data_version(str(elsewhere)) == "def"
+    assert datasets.data_version("data/raw") == HASH
+    assert datasets.data_version("data/other") is None
+    # In a repro, dvc.lock holds what DVC hashed just before; data.dvc may predate an edit.
+    (root / "dvc.lock").write_text(
+        "stages:\n  ingest:\n    deps:\n    - path: data/raw\n      md5: 456.dir\n"
+    )
+    assert datasets.data_version("data/raw") == "456"

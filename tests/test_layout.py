@@ -106,3 +106,23 @@ def test_nothing_cites_a_document_a_clone_lacks():
             text = path.read_text(errors="ignore")
             for doc in ("DESIGN" + ".md", "PAPER" + ".md"):
                 assert doc not in text, f"{name} cites {doc}"
+
+
+def test_the_stages_that_read_the_frames_depend_on_the_folder_data_raw_names(tmp_path):
+    # data.raw pointed at a copy outside the project: DVC must hash that folder, not data/raw.
+    from dvc.repo import Repo
+
+    for name in ("dvc.yaml", "params.yaml"):
+        (tmp_path / name).write_text((REPO / name).read_text())
+    frames = tmp_path.parent / f"{tmp_path.name}-sfew"
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["data"]["raw"] = str(frames)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    Repo.init(tmp_path, no_scm=True)
+    with Repo(tmp_path) as repo:
+        reading = {
+            stage.name
+            for stage in repo.index.stages
+            if any(dep.def_path == str(frames) for dep in stage.deps)
+        }
+    assert reading == {"ingest", "resize"}

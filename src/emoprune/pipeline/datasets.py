@@ -18,17 +18,19 @@ MANIFEST = Path("outputs/ingest/manifest.csv")
 _LOGGED: set[tuple[str, int, str]] = set()
 
 
-def data_version(root: str | Path = ".") -> str | None:
-    """DVC's hash of the raw folder: data.dvc's (what `dvc add` wrote), else the ingest stage's
-    dependency in dvc.lock; None when neither names one. ``.dir`` is dropped: MLflow's digest
-    field holds 36 characters."""
+def data_version(raw: str | Path = "data/raw", root: str | Path = ".") -> str | None:
+    """DVC's hash of the frames folder ``raw`` (params.yaml ``data.raw``): the ingest stage's
+    dependency on it in dvc.lock (what DVC hashed when ingest last ran, so in a repro this one's),
+    else data.dvc's when it tracks ``raw`` (what `dvc commit` wrote); None when neither names
+    ``raw``. ``.dir`` is dropped: MLflow's digest field holds 36 characters."""
     from emoprune.pipeline.tracking import read_yaml
 
     root = Path(root)
+    wanted = (root / raw).resolve()  # an absolute data.raw stays itself
     outs = read_yaml(root / "data.dvc").get("outs") or []
     deps = (read_yaml(root / "dvc.lock").get("stages", {}).get("ingest") or {}).get("deps") or []
-    for entry in [*outs, *deps]:
-        if entry.get("md5"):
+    for entry in [*deps, *outs]:
+        if entry.get("md5") and (root / str(entry.get("path", ""))).resolve() == wanted:
             return str(entry["md5"]).removesuffix(".dir")[:36]
     return None
 
@@ -60,7 +62,7 @@ def log_split_inputs(
     import mlflow
     import pandas as pd
 
-    digest = data_version()
+    digest = data_version(raw)
     if digest is None:
         return 0
     run_id = mlflow.active_run().info.run_id
