@@ -118,6 +118,14 @@ def test_missing_and_invalid_yaml(tmp_path):
             "finetune.archs must name each one once, got ['resnet18', 'resnet18']",
         ),
         ({"resize": {"resnet": 32}}, "resize.resnet must be >= 33, got 32"),
+        (
+            {"mlp": {"pca_components": 257}},
+            "mlp.pca_components must be <= 256, the length of the LPQ descriptor, got 257",
+        ),
+        (
+            {"mlp": {"pca_components": 9}, "features": {"phog_levels": 0}},
+            "mlp.pca_components must be <= 8, the length of the PHOG descriptor, got 9",
+        ),
         ({"features": {"lpq_win_size": 4}}, "features.lpq_win_size must be odd and >= 3"),
         ({"features": {"phog_angle": 90}}, "features.phog_angle must be 180 or 360"),
         ({"mlp": {"hidden": [0]}}, "mlp.hidden must list positive widths"),
@@ -181,3 +189,16 @@ def test_the_default_cnn_is_the_regime_that_reproduces_the_paper():
 def test_cnn_activation_and_init_params(raw, message):
     with pytest.raises(UserError, match=re.escape(message)):
         parse_params(raw)
+
+
+@pytest.mark.parametrize("bins, levels", [(8, 3), (4, 1), (9, 2)])
+def test_descriptor_lengths_are_the_descriptors(bins, levels):
+    import numpy as np
+
+    from emoprune.features import compute_descriptors
+    from emoprune.pipeline.params import descriptor_lengths
+
+    features = parse_params({"features": {"phog_bins": bins, "phog_levels": levels}}).features
+    frames = np.random.default_rng(0).integers(0, 256, (1, 227, 227, 3), np.uint8)
+    lpq, phog = compute_descriptors(frames, phog_kwargs={"bins": bins, "levels": levels})
+    assert descriptor_lengths(features) == {"lpq": lpq.shape[1], "phog": phog.shape[1]}

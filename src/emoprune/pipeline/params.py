@@ -147,6 +147,13 @@ class FeaturesParams(Section):
     phog_levels: Int = Field(3, ge=0)
 
 
+def descriptor_lengths(features: FeaturesParams) -> dict[str, int]:
+    """{"lpq": 256, "phog": ...}, each descriptor's length: LPQ is a histogram of 8-bit codes,
+    PHOG has ``phog_bins`` per cell over 1 + 4 + ... + 4**levels cells (on frames large enough
+    for the levels, which features checks)."""
+    return {"lpq": 256, "phog": features.phog_bins * (4 ** (features.phog_levels + 1) - 1) // 3}
+
+
 class MlpParams(Section):
     """The paper's PCA baseline: top components of each descriptor -> a small sigmoid MLP."""
 
@@ -265,6 +272,15 @@ class Params(Section):
         ):
             if len(set(names)) < len(names):
                 raise _cross(key, "name each one once", list(names))
+        # The PCA baseline keeps that many components of each descriptor (per fold; train_mlp
+        # also checks the folds' training frames, which only the data knows).
+        name, length = min(descriptor_lengths(self.features).items(), key=lambda kv: kv[1])
+        if self.mlp.pca_components > length:
+            raise _cross(
+                "mlp.pca_components",
+                f"be <= {length}, the length of the {name.upper()} descriptor",
+                self.mlp.pca_components,
+            )
         # finetune.folds counts splits (from split 0), and with repeats there are R * K of them.
         folds, cv = self.finetune.folds, self.cv
         if isinstance(folds, int) and folds > cv.n_splits:
