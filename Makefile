@@ -37,18 +37,25 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
-# The sample is generated only when data/raw is absent: a real SFEW copy there is never touched.
+# The folder params.yaml's data.raw names ("data/raw" when it cannot be read: check_params then
+# says what is wrong with the file).
+RAW_PARAM = $(shell $(PY) -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data']['raw'])" 2>/dev/null || echo data/raw)
+
+# The sample is generated only into data/raw, only when it is absent and data.raw names it: a real
+# SFEW copy, there or elsewhere, is never touched.
 sample: $(STAMP)
-	@if [ ! -d data/raw ]; then \
+	@if [ "$$(realpath -m '$(RAW_PARAM)')" != "$$(realpath -m data/raw)" ]; then \
+		echo "data.raw is $(RAW_PARAM): no sample generated"; \
+	elif [ ! -d data/raw ]; then \
 		echo "data/raw is absent: generating the SFEW-like sample"; \
 		$(PY) -m emoprune.data.sample data/raw; \
 	fi
 
 # `dvc commit` puts data/raw into DVC's cache (needed by `dvc exp run --temp/--queue`) and
 # records its hash in data.dvc; the sample is byte-for-byte deterministic, so on a fresh clone
-# data.dvc stays as committed.
+# data.dvc stays as committed. With data.raw elsewhere and no data/raw, there is nothing to commit.
 data: sample
-	dvc commit -f -q data.dvc
+	@if [ -d data/raw ]; then dvc commit -f -q data.dvc; fi
 
 repro: data
 	dvc repro
