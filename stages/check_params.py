@@ -10,12 +10,13 @@ import sys
 
 from emoprune.errors import UserError
 from emoprune.pipeline.outputs import json_text, write_json
-from emoprune.pipeline.params import SECTIONS, load_params, section_file
+from emoprune.pipeline.params import SECTIONS, check_data_folder, load_params, section_file
 
 
 def main() -> int:
     try:
         p = load_params()
+        check_data_folder(p.data.raw)
     except UserError as exc:
         print(f"error: [check_params] {exc}", file=sys.stderr)
         return exc.exit_code

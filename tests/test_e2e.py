@@ -6,6 +6,7 @@ One session-scoped pipeline run (conftest's ``pipeline``) feeds every assertion 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -580,6 +581,10 @@ BAD_VALUES = [
     ("cnn.conv_activation=gelu", "cnn.conv_activation must be one of sigmoid, relu, tanh"),
     ("prune.threshold=[15,20]", "prune.threshold must be a number, got [15, 20]"),  # a list
     ("prune.layers=[]", "prune.layers must list at least one of fc1, fc2, fc3, got []"),
+    (  # a folder that is not there: DVC alone would say only "No such file or directory"
+        "data.raw=/nonexistent/SFEW",
+        "data.raw: /nonexistent/SFEW not found (put SFEW there or set data.raw to where it is)",
+    ),
 ]
 
 
@@ -597,6 +602,30 @@ def test_a_bad_value_stops_before_any_output_is_touched(pipeline, override, mess
             assert _tree_digest(repo) == before  # every output and report byte-identical
     finally:
         (repo / "params.yaml").write_text(params)
+
+
+def test_a_relative_untracked_data_raw_in_a_temp_experiment_is_told_to_be_absolute(pipeline):
+    """`dvc exp run --temp` copies only what git and DVC track: a relative data.raw naming an
+    untracked folder is missing there, and check_params says so before ingest runs."""
+    repo, _, _ = pipeline
+    before = _tree_digest(repo)
+    shutil.copytree(repo / "data" / "raw", repo / "sfew")
+    exclude = repo / ".git" / "info" / "exclude"
+    kept = exclude.read_text() if exclude.exists() else ""
+    exclude.write_text(kept + "/sfew\n")  # untracked, and the workspace stays clean for git
+    try:
+        out = _fails(repo, "dvc", "exp", "run", "--temp", "-S", "data.raw=sfew")
+        errors = [line for line in out.splitlines() if line.startswith("error: [check_params]")]
+        assert len(errors) == 1, out
+        assert errors[0].endswith(
+            "data.raw: sfew not found (`dvc exp run --temp/--queue` runs in a copy holding only "
+            "what git and DVC track: set data.raw to an absolute path)"
+        ), out
+        assert "Running stage 'ingest'" not in out and "Traceback" not in out, out
+        assert _tree_digest(repo) == before
+    finally:
+        shutil.rmtree(repo / "sfew")
+        exclude.write_text(kept)
 
 
 def test_an_unknown_key_in_params_yaml_stops_before_any_output_is_touched(pipeline):

@@ -203,3 +203,51 @@ def test_descriptor_lengths_are_the_descriptors(bins, levels):
     frames = np.random.default_rng(0).integers(0, 256, (1, 227, 227, 3), np.uint8)
     lpq, phog = compute_descriptors(frames, phog_kwargs={"bins": bins, "levels": levels})
     assert descriptor_lengths(features) == {"lpq": lpq.shape[1], "phog": phog.shape[1]}
+
+
+DATA_FOLDER_CASES = [
+    # (where the stage runs, data.raw, the message's reason)
+    ("project", "data/raw", "data/raw not found (put SFEW there or run `make sample`)"),
+    ("project", "./data/raw", "./data/raw not found (put SFEW there or run `make sample`)"),
+    ("project", "sfew", "sfew not found (put SFEW there or set data.raw to where it is)"),
+    (
+        "project/.dvc/tmp/exps/standalone/tmpab12",
+        "sfew",
+        "sfew not found (`dvc exp run --temp/--queue` runs in a copy holding only what git and "
+        "DVC track: set data.raw to an absolute path)",
+    ),
+    ("project", "{tmp}/elsewhere", "elsewhere not found (put SFEW there or set data.raw to"),
+]
+
+
+@pytest.mark.parametrize("where, raw, message", DATA_FOLDER_CASES)
+def test_a_missing_data_folder_names_data_raw_and_why(tmp_path, where, raw, message):
+    from emoprune.pipeline.params import check_data_folder
+
+    cwd = tmp_path / where
+    cwd.mkdir(parents=True)
+    raw = raw.format(tmp=tmp_path)
+    with pytest.raises(UserError) as err:
+        check_data_folder(raw, cwd)
+    assert str(err.value).startswith(f"params.yaml: data.raw: {raw} ")
+    assert message in str(err.value)
+
+
+def test_an_absolute_data_raw_in_an_experiment_copy_is_not_told_to_be_absolute(tmp_path):
+    from emoprune.pipeline.params import check_data_folder
+
+    cwd = tmp_path / ".dvc" / "tmp" / "exps" / "tmp1"
+    cwd.mkdir(parents=True)
+    with pytest.raises(UserError, match=r"not found \(put SFEW there or set data.raw"):
+        check_data_folder(str(tmp_path / "gone"), cwd)
+
+
+def test_a_data_folder_that_exists_passes_and_a_file_does_not(tmp_path):
+    from emoprune.pipeline.params import check_data_folder
+
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    check_data_folder("data/raw", tmp_path)
+    check_data_folder(str(tmp_path / "data" / "raw"), tmp_path / "elsewhere")
+    (tmp_path / "frames.zip").write_bytes(b"PK")
+    with pytest.raises(UserError, match=r"data.raw: frames.zip is not a folder \(put SFEW"):
+        check_data_folder("frames.zip", tmp_path)

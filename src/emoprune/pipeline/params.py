@@ -449,4 +449,30 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw)
 
 
-__all__ = ["EMOTIONS", "Params", "explain", "load_params", "parse_params"]
+def check_data_folder(raw: str, cwd: Path | None = None) -> None:
+    """Raise UserError when ``raw`` (data.raw, relative to ``cwd``, the project) is no folder.
+
+    check_params says it with a hint, before DVC stops ingest with a bare "No such file or
+    directory". ``dvc exp run --temp``/``--queue`` run in a copy under .dvc/tmp/exps holding only
+    what git and DVC track, so a relative data.raw naming an untracked folder is missing there.
+    """
+    cwd = Path.cwd() if cwd is None else cwd
+    folder = cwd / raw
+    if folder.is_dir():
+        return
+    what = "is not a folder" if folder.exists() else "not found"
+    parts = cwd.parts
+    in_exp_copy = any(parts[i : i + 3] == (".dvc", "tmp", "exps") for i in range(len(parts)))
+    if in_exp_copy and not Path(raw).is_absolute():
+        hint = (
+            "`dvc exp run --temp/--queue` runs in a copy holding only what git and DVC track: "
+            "set data.raw to an absolute path"
+        )
+    elif folder.resolve() == (cwd / "data" / "raw").resolve():
+        hint = "put SFEW there or run `make sample`"
+    else:
+        hint = "put SFEW there or set data.raw to where it is"
+    raise UserError(f"params.yaml: data.raw: {raw} {what} ({hint})")
+
+
+__all__ = ["EMOTIONS", "Params", "check_data_folder", "explain", "load_params", "parse_params"]
