@@ -73,12 +73,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
+# Checks the port first, points a copied or moved project's store at this folder's mlartifacts,
+# prints the link, then serves (`emoprune ui --help`).
 ui: $(STAMP)
-	@# A copied or moved project's store is first pointed at this folder's mlartifacts.
-	@$(PY) -c "from emoprune.pipeline.tracking import prepare_ui; \
-		print('MLflow UI, the training runs:', prepare_ui('http://$(HOST):$(PORT)'))"
-	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
-		--default-artifact-root "$(CURDIR)/mlartifacts" --host $(HOST) --port $(PORT)
+	@$(BIN)/emoprune ui --host $(HOST) --port $(PORT)
 
 # Vega, Vega-Lite and vega-embed from the npm registry, inlined into a DVC page template; the
 # template is set in .dvc/config.local, so a plain `dvc plots show` or `dvc plots diff` after

@@ -79,10 +79,11 @@ def mlflow_server(
             time.sleep(0.5)
         yield url
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group of ``proc`` (started with a new session), then SIGKILL."""
     if proc.poll() is not None:
         return
     os.killpg(proc.pid, signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""The ``emoprune`` console script: one subcommand per task (``predict``, ``sweep``).
+"""The ``emoprune`` console script: one subcommand per task (``predict``, ``sweep``, ``ui``).
 
 A user mistake (bad option, missing model, corrupt checkpoint) is one ``error: ...`` line on
 stderr and exit 2, never a traceback; Ctrl-C exits 130.
@@ -120,11 +120,42 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 1-65535, got {value}")
+    return value
+
+
+def _add_ui(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "ui",
+        help="the MLflow UI over the project's store (what `make ui` runs)",
+        description="Print the link to the experiment's training runs and serve the MLflow UI "
+        "over the project's mlflow.db and mlartifacts/ (a copied or moved project's store is "
+        "first pointed at this folder). Run it from the project root.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=5000, help="port (default: 5000)")
+    p.set_defaults(run=_run_ui)
+
+
+def _run_ui(args: argparse.Namespace) -> int:
+    from emoprune.pipeline.ui import serve
+
+    serve(args.host, args.port)
+    return 0  # not reached: serve becomes the server
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="emoprune", description="Distinctiveness pruning on SFEW: tools.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_predict(subparsers)
     _add_sweep(subparsers)
+    _add_ui(subparsers)
     return parser
 
 

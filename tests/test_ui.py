@@ -1,0 +1,134 @@
+"""`emoprune ui` (`make ui`): a taken port is a one-line error before any link is printed, and a
+free one serves MLflow's UI over the project's store."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from emoprune import cli
+from emoprune.errors import UserError
+from emoprune.pipeline import ui
+from servers import free_port, stop_group
+
+
+@pytest.fixture
+def taken_port():
+    """A port a server is listening on, for as long as the test runs."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+@pytest.fixture
+def no_exec(monkeypatch):
+    """Record the command ``serve`` would become, instead of replacing the test process."""
+    calls = []
+    monkeypatch.setattr(ui.os, "execv", lambda path, argv: calls.append(argv))
+    return calls
+
+
+def test_a_taken_port_is_named_with_the_next_one_to_try(taken_port):
+    with pytest.raises(UserError) as err:
+        ui.check_port_free("127.0.0.1", taken_port)
+    assert str(err.value) == (
+        f"127.0.0.1:{taken_port} is already in use (another MLflow UI? stop it, or pick another "
+        f"port: `make ui PORT={taken_port + 1}`)"
+    )
+
+
+def test_a_free_port_passes():
+    ui.check_port_free("127.0.0.1", free_port())
+
+
+def test_an_unknown_host_is_named():
+    with pytest.raises(UserError, match=r"^nohost\.invalid: unknown host"):
+        ui.check_port_free("nohost.invalid", free_port())
+
+
+def test_the_cli_stops_on_a_taken_port_before_any_link(taken_port, no_exec, capsys, tmp_path):
+    assert cli.main(["ui", "--port", str(taken_port)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and no_exec == []
+    assert (
+        err == f"error: 127.0.0.1:{taken_port} is already in use (another MLflow UI? stop "
+        f"it, or pick another port: `make ui PORT={taken_port + 1}`)\n"
+    )
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http"])
+def test_a_bad_port_is_one_line(port, no_exec, capsys):
+    assert cli.main(["ui", "--port", port]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --port: expected a port") and err.count("\n") == 1
+    assert no_exec == []
+
+
+def test_serve_prints_the_link_then_becomes_mlflow_ui_over_the_project_store(
+    tmp_path, no_exec, capsys, monkeypatch
+):
+    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    port = free_port()
+    ui.serve("127.0.0.1", port, tmp_path)
+    first = capsys.readouterr().out.splitlines()[0]
+    # No store yet: the link opens the experiments list.
+    assert first == (
+        f"MLflow UI, the training runs: http://127.0.0.1:{port}/#/experiments"
+        "?workflowType=machine_learning"
+    )
+    (argv,) = no_exec
+    assert argv[:4] == [sys.executable, "-m", "mlflow", "ui"]
+    assert argv[4:] == [
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--default-artifact-root",
+        str(tmp_path / "mlartifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    assert ui.os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no GenAI job runner
+
+
+def test_the_real_command_serves_the_ui(tmp_path):
+    """The exec'd `python -m mlflow ui` really serves, on the port asked for."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emoprune.cli", "ui", "--port", str(port)],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert log.read_text().startswith(
+            f"MLflow UI, the training runs: http://127.0.0.1:{port}/#/experiments?"
+        )
+        children = subprocess.run(
+            ["pgrep", "-f", "-s", str(proc.pid), "huey_consumer"], capture_output=True, text=True
+        )
+        assert children.stdout == "", "MLflow's job runner started"
+    finally:
+        stop_group(proc)
