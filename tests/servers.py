@@ -64,22 +64,28 @@ def mlflow_server(
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"mlflow server exited {proc.returncode}:\n{_tail(log)}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server not up in {timeout:.0f} s:\n{_tail(log)}")
-            time.sleep(0.5)
+        wait_healthy(proc, url, log, timeout)
         yield url
     finally:
         stop_group(proc)
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 120) -> None:
+    """Return once the MLflow server ``proc`` answers ``url``/health; fail with its log's tail
+    when it exits or is not up within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"mlflow server exited {proc.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"mlflow server not up in {timeout:.0f} s:\n{_tail(log)}")
+        time.sleep(0.5)
 
 
 def stop_group(proc: subprocess.Popen) -> None:

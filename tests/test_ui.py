@@ -6,15 +6,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from emoprune import cli
 from emoprune.errors import UserError
 from emoprune.pipeline import ui
-from servers import free_port, stop_group
+from servers import free_port, stop_group, wait_healthy
 
 
 @pytest.fixture
@@ -28,9 +26,11 @@ def taken_port():
 
 @pytest.fixture
 def no_exec(monkeypatch):
-    """Record the command ``serve`` would become, instead of replacing the test process."""
+    """Record the command ``serve`` would become, instead of replacing the test process; what
+    it sets in the environment for that command stays in a copy."""
     calls = []
     monkeypatch.setattr(ui.os, "execv", lambda path, argv: calls.append(argv))
+    monkeypatch.setattr(ui.os, "environ", ui.os.environ.copy())
     return calls
 
 
@@ -71,9 +71,9 @@ def test_a_bad_port_is_one_line(port, no_exec, capsys):
 
 
 def test_serve_prints_the_link_then_becomes_mlflow_ui_over_the_project_store(
-    tmp_path, no_exec, capsys, monkeypatch
+    tmp_path, no_exec, capsys
 ):
-    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    ui.os.environ.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)  # the fixture's copy
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     port = free_port()
     ui.serve("127.0.0.1", port, tmp_path)
@@ -98,6 +98,12 @@ def test_serve_prints_the_link_then_becomes_mlflow_ui_over_the_project_store(
     assert ui.os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no GenAI job runner
 
 
+def test_the_job_runner_stays_on_where_the_user_asked_for_it(tmp_path, no_exec):
+    ui.os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true"
+    ui.serve("127.0.0.1", free_port(), tmp_path)
+    assert ui.os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+
+
 def test_the_real_command_serves_the_ui(tmp_path):
     """The exec'd `python -m mlflow ui` really serves, on the port asked for."""
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
@@ -112,17 +118,7 @@ def test_the_real_command_serves_the_ui(tmp_path):
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+        wait_healthy(proc, f"http://127.0.0.1:{port}", log)
         assert log.read_text().startswith(
             f"MLflow UI, the training runs: http://127.0.0.1:{port}/#/experiments?"
         )

@@ -21,24 +21,24 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_in(what: str, low: int, high: int | None, out_of_range: str):
+    """An argparse type: an integer in [low, high]; each mistake is a one-line message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(out_of_range.format(value))
+        return value
+
+    return parse
 
 
-def _fold(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fold number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"folds are numbered from 0, got {value}")
-    return value
+_positive = _int_in("a positive integer", 1, None, "expected a positive integer, got {}")
+_fold = _int_in("a fold number", 0, None, "folds are numbered from 0, got {}")
+_port = _int_in("a port number", 1, 65535, "expected a port in 1-65535, got {}")
 
 
 def _add_predict(subparsers: argparse._SubParsersAction) -> None:
@@ -118,16 +118,6 @@ def _run_sweep(args: argparse.Namespace) -> int:
     for name in failed:
         print(f"error: experiment {name} failed; see `dvc queue logs {name}`", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in 1-65535, got {value}")
-    return value
 
 
 def _add_ui(subparsers: argparse._SubParsersAction) -> None:
