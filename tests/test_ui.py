@@ -52,6 +52,20 @@ def test_an_unknown_host_is_named():
         ui.check_port_free("nohost.invalid", free_port())
 
 
+@pytest.mark.parametrize(
+    "host, base",
+    [
+        ("127.0.0.1", "http://127.0.0.1:5000"),
+        ("0.0.0.0", "http://127.0.0.1:5000"),  # every interface: the link goes through loopback
+        ("::", "http://[::1]:5000"),
+        ("::1", "http://[::1]:5000"),
+        ("lab-box", "http://lab-box:5000"),
+    ],
+)
+def test_the_link_is_one_a_browser_here_opens(host, base):
+    assert ui.link_base(host, 5000) == base
+
+
 def test_the_cli_stops_on_a_taken_port_before_any_link(taken_port, no_exec, capsys, tmp_path):
     assert cli.main(["ui", "--port", str(taken_port)]) == 2
     out, err = capsys.readouterr()

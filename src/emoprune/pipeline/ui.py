@@ -37,6 +37,13 @@ def check_port_free(host: str, port: int) -> None:
             raise UserError(f"{host}:{port}: cannot listen there ({exc.strerror})") from None
 
 
+def link_base(host: str, port: int) -> str:
+    """The URL a browser on this machine opens for a server on ``host:port``: a wildcard address
+    (all interfaces) is reached through loopback, since browsers refuse to open 0.0.0.0."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"  # IPv6 in []
+
+
 def mlflow_ui_command(root: Path, host: str, port: int) -> list[str]:
     """The ``mlflow ui`` command line over ``root``'s sqlite store and artifacts."""
     return [
@@ -62,8 +69,7 @@ def serve(host: str, port: int, root: Path | None = None) -> None:
 
     root = root or project_root()
     check_port_free(host, port)
-    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"  # IPv6
-    print("MLflow UI, the training runs:", prepare_ui(base, root), flush=True)
+    print("MLflow UI, the training runs:", prepare_ui(link_base(host, port), root), flush=True)
     command = mlflow_ui_command(root, host, port)
     print(" ".join(command[2:]), flush=True)
     # MLflow's job runner serves its GenAI jobs, which this project never queues: seven worker
