@@ -52,6 +52,13 @@ def test_an_unknown_host_is_named():
         ui.check_port_free("nohost.invalid", free_port())
 
 
+def test_outside_a_project_nothing_starts_and_no_store_is_made(tmp_path, no_exec, capsys):
+    with pytest.raises(UserError, match="no emoprune project here or above"):
+        ui.serve("127.0.0.1", free_port(), tmp_path)
+    assert no_exec == [] and list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().out == ""
+
+
 @pytest.mark.parametrize(
     "host, base",
     [
@@ -113,8 +120,10 @@ def test_serve_prints_the_link_then_becomes_mlflow_ui_over_the_project_store(
 
 
 def test_the_job_runner_stays_on_where_the_user_asked_for_it(tmp_path, no_exec):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     ui.os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true"
     ui.serve("127.0.0.1", free_port(), tmp_path)
+    assert no_exec  # it did start
     assert ui.os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
 
 

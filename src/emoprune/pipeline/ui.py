@@ -68,6 +68,8 @@ def serve(host: str, port: int, root: Path | None = None) -> None:
     from emoprune.pipeline.tracking import prepare_ui, project_root
 
     root = root or project_root()
+    if not (root / "dvc.yaml").is_file():  # else mlflow would start an empty store right here
+        raise UserError(f"{root}: no emoprune project here or above (run it from the project root)")
     check_port_free(host, port)
     print("MLflow UI, the training runs:", prepare_ui(link_base(host, port), root), flush=True)
     command = mlflow_ui_command(root, host, port)
