@@ -73,7 +73,7 @@ def test_the_link_is_one_a_browser_here_opens(host, base):
     assert ui.link_base(host, 5000) == base
 
 
-def test_the_cli_stops_on_a_taken_port_before_any_link(taken_port, no_exec, capsys, tmp_path):
+def test_the_cli_stops_on_a_taken_port_before_any_link(taken_port, no_exec, capsys):
     assert cli.main(["ui", "--port", str(taken_port)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and no_exec == []
