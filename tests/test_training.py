@@ -246,6 +246,11 @@ def test_augment_batch_is_a_flip_and_shift_of_each_sample():
     assert len(dys) > 2 and len(dxs) > 2  # and shifts in both directions
     again = augment_batch(x, torch.Generator().manual_seed(0), max_shift=3)
     assert torch.equal(out, again)
+    # The conv nets' layout and fit's bf16 batches get the same pixels, kept channels_last.
+    for layout in (x.contiguous(memory_format=torch.channels_last), x.to(torch.bfloat16)):
+        other = augment_batch(layout, torch.Generator().manual_seed(0), max_shift=3)
+        assert torch.equal(other, out.to(layout.dtype))
+        assert other.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_predict_proba():
@@ -368,3 +373,61 @@ def test_seed_everything_sets_deterministic_kernels_without_importing_the_compil
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["True", "True", "False"]
+
+
+class _RecordsInputs(nn.Module):
+    """``tiny_model`` that notes the dtype of every batch it is fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.dtypes = tiny_model(), []
+
+    def forward(self, x):
+        self.dtypes.append(x.dtype)
+        return self.net(x)
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_bf16_casts_the_training_inputs_once_not_the_callers(precision, dtype):
+    x, y = make_data(40, seed=0)
+    model = _RecordsInputs()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    fit(model, (x, y), make_data(8, seed=1), optimizer=optimizer, epochs=2, batch_size=16,
+        device=CPU, seed=0, augment=True, progress=False, precision=precision)  # fmt: skip
+    # 3 training batches an epoch in the run's precision; validation always sees float32.
+    assert model.dtypes == [dtype] * 3 + [torch.float32] + [dtype] * 3 + [torch.float32]
+    assert x.dtype == torch.float32
+
+
+def _resnet18() -> nn.Module:
+    from emoprune.models.resnet import build_resnet
+
+    return build_resnet("resnet18", weights="none")[0]
+
+
+@pytest.mark.parametrize(
+    "build, shape",
+    [
+        (CNN, (4, 3, 227, 227)),
+        (_resnet18, (2, 3, 64, 64)),
+        (lambda: nn.Linear(512, 7), (4, 512)),  # the frozen ResNet's head on cached features
+    ],
+    ids=["cnn", "resnet18", "frozen_head"],
+)
+def test_casting_inputs_before_autocast_changes_no_bit(build, shape):
+    # fit's bf16 path casts the training set once instead of letting autocast cast each batch;
+    # that is exact only while every model's first op on its input is a conv or linear layer.
+    torch.manual_seed(0)
+    model, x = build(), torch.randn(*shape)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    runs = []
+    for inputs in (x, x.to(torch.bfloat16)):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", torch.bfloat16):
+            logits = model(inputs)
+        logits.float().square().sum().backward()
+        runs.append((logits, [p.grad.clone() for p in model.parameters()]))
+    (logits32, grads32), (logits16, grads16) = runs
+    assert logits16.dtype == torch.bfloat16 and torch.equal(logits32, logits16)
+    assert all(torch.equal(a, b) for a, b in zip(grads32, grads16, strict=True))
