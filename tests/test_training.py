@@ -392,8 +392,19 @@ def test_bf16_casts_the_training_inputs_once_not_the_callers(precision, dtype):
     x, y = make_data(40, seed=0)
     model = _RecordsInputs()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    fit(model, (x, y), make_data(8, seed=1), optimizer=optimizer, epochs=2, batch_size=16,
-        device=CPU, seed=0, augment=True, progress=False, precision=precision)  # fmt: skip
+    fit(
+        model,
+        (x, y),
+        make_data(8, seed=1),
+        optimizer=optimizer,
+        epochs=2,
+        batch_size=16,
+        device=CPU,
+        seed=0,
+        augment=True,
+        progress=False,
+        precision=precision,
+    )
     # 3 training batches an epoch in the run's precision; validation always sees float32.
     assert model.dtypes == [dtype] * 3 + [torch.float32] + [dtype] * 3 + [torch.float32]
     assert x.dtype == torch.float32
