@@ -9,7 +9,7 @@
 - where ``precision: auto`` chose bf16, the default sample's DAG over all folds (ResNet18
   included) in bf16 and in float32, and the CNN models with another seed for scale;
 - each run's training floor: the seconds its training and validation passes would take at
-  100% of this machine's matmul rate (FLOPs from the layer shapes), the bound on what faster
+  100% of this machine's peak rate (FLOPs from the layer shapes), the bound on what faster
   kernels alone could reach.
 Peak RSS is the largest resident set of any stage process (getrusage of the children).
 On the default sample each stage then runs once more under cProfile (imports included): its top
@@ -33,7 +33,11 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.bench_training import MatmulPeaks, forward_flops_per_image
+from benchmarks.bench_training import (
+    PeakRates,
+    forward_flops_per_image,
+    training_flops_per_image,
+)
 from benchmarks.project import clean_env, make_project
 from emoprune.data import sample
 from emoprune.data.folds import load_folds
@@ -166,41 +170,44 @@ def top_costs(path: Path, stage: str, top: int = 5) -> list[dict]:
 
 def training_floor(repo: Path, peaks: dict[str, float]) -> dict[str, float]:
     """{stage: seconds} that the run in ``repo`` spent on FLOPs, at 100% of ``peaks``
-    ({"fp32" | "bf16": GFLOP/s, the machine's matmul rate}).
+    ({"fp32" | "bf16": GFLOP/s, the machine's peak rate, ``PeakRates``).
 
     Counted from the run's own records: every epoch a fold trained (prune_cnn's variants from
-    the epoch each resumed at; ResNets on the folds they ran) costs 3 forward passes per
-    training image (forward, and backward's two products) in the stage's precision, plus one
-    float32 forward per validation image; FLOPs per forward from the layer shapes. A frozen
-    ResNet backbone counts its one feature pass. The PCA + MLP is left out (a few MFLOP).
+    the epoch each resumed at; ResNets on the folds they ran) costs one training step per
+    training image (``training_flops_per_image``: forward, and backward's products) in the
+    stage's precision, plus one float32 forward per validation image; FLOPs from the layer
+    shapes. A frozen ResNet backbone counts its one feature pass. The PCA + MLP is left out (a
+    few MFLOP).
     """
     params = yaml.safe_load((repo / "params.yaml").read_text())
     folds = load_folds(params["data"]["classes"], repo / "outputs/ingest/manifest.csv")
     sizes = {k: tuple(len(part) for part in folds.split(k)) for k in folds.ids}  # (train, val)
     epochs = params["cnn"]["epochs"]
 
-    def seconds(forward: int, trained: dict[int, int], precision: str) -> float:
+    def seconds(model, size: int, trained: dict[int, int], precision: str) -> float:
         """``trained``: {split: epochs trained}."""
-        train = sum(sizes[k][0] * e for k, e in trained.items()) * 3 * forward
+        step, forward = training_flops_per_image(model, size), forward_flops_per_image(model, size)
+        train = sum(sizes[k][0] * e for k, e in trained.items()) * step
         val = sum(sizes[k][1] * e for k, e in trained.items()) * forward
         return (train / peaks[precision] + val / peaks["fp32"]) / 1e9
 
     def read(path: str) -> dict:
         return json.loads((repo / "reports" / path).read_text())
 
-    cnn_forward = forward_flops_per_image(
-        CNN(n_classes=len(folds.classes)), params["resize"]["cnn"]
-    )
+    cnn, cnn_size = CNN(n_classes=len(folds.classes)), params["resize"]["cnn"]
     trained = read("train_cnn/details.json")
     precision = read("train_cnn/metrics.json")["cnn"]["precision"]
     floor = {
-        "train_cnn": seconds(cnn_forward, {int(k): epochs for k in trained["per_fold"]}, precision)
+        "train_cnn": seconds(
+            cnn, cnn_size, {int(k): epochs for k in trained["per_fold"]}, precision
+        )
     }
     pruned = read("prune_cnn/details.json")
     variants = [pruned, *pruned.get("baselines", {}).values()]  # the pruned CNN, each control
     floor["prune_cnn"] = sum(
         seconds(
-            cnn_forward,
+            cnn,
+            cnn_size,
             {int(k): epochs - fold["resumed_at_epoch"] for k, fold in v["per_fold"].items()},
             precision,
         )
@@ -210,27 +217,26 @@ def training_floor(repo: Path, peaks: dict[str, float]) -> dict[str, float]:
 
     floor["finetune_resnet"] = 0.0
     for arch, run in read("finetune_resnet/details.json").items():
-        forward = forward_flops_per_image(
-            getattr(torchvision.models, arch)(num_classes=len(folds.classes)),
-            params["resize"]["resnet"],
-        )
+        model = getattr(torchvision.models, arch)(num_classes=len(folds.classes))
+        size = params["resize"]["resnet"]
         if params["finetune"]["freeze_backbone"]:  # features once per fold; the head is tiny
+            forward = forward_flops_per_image(model, size)
             floor["finetune_resnet"] += (
                 sum(sum(sizes[k]) for k in run["folds"]) * forward / (peaks[run["precision"]] * 1e9)
             )
         else:
             floor["finetune_resnet"] += seconds(
-                forward, {k: run["epochs"] for k in run["folds"]}, run["precision"]
+                model, size, {k: run["epochs"] for k in run["folds"]}, run["precision"]
             )
     return floor
 
 
 def _floor_row(name: str, repo: Path, wall: float, what: str) -> dict:
     """The run's ``training_floor`` beside its wall time ``wall``: ratio = the fraction of the
-    run that the FLOPs alone need at the machine's matmul rate."""
-    peaks = MatmulPeaks()  # bf16 measured only where a stage ran in it
+    run that the FLOPs alone need at the machine's peak rate."""
+    peaks = PeakRates()  # bf16 measured only where a stage ran in it
     floor = training_floor(repo, peaks)
-    rates = ", ".join(f"{p} {g:.0f}" for p, g in peaks.items())
+    rates = "; ".join(f"{p}: {peaks.note(p)}" for p in peaks)
     total = sum(floor.values())
     parts = ", ".join(f"{stage} {s:.0f} s" for stage, s in floor.items())
     return {
@@ -240,9 +246,9 @@ def _floor_row(name: str, repo: Path, wall: float, what: str) -> dict:
         "unit": "s",
         "baseline": wall,
         "ratio": total / wall,
-        "note": f"{what}: its training and validation FLOPs at 100% of the measured matmul rate "
-        f"({rates} GFLOP/s): {parts}; ratio = of the "
-        "run's wall time; no faster kernel makes the run shorter than this",
+        "note": f"{what}: its training and validation FLOPs at 100% of the machine's measured "
+        f"peak ({rates}): {parts}; ratio = of the run's wall time; no kernel that runs at most "
+        "as fast as the fastest measured makes the run shorter than this",
     }
 
 
@@ -409,7 +415,7 @@ def _speedup_rows(name: str, per_class: int, params: dict | None) -> list[dict]:
             "ratio": None,
             "note": f"the code at {BASELINE_REV} ({walls['old']:.0f} s) against today's float32 "
             f"training floor ({floor['value']:.0f} s): the most times faster today's float32 DAG "
-            "could be with every kernel at the matmul rate, the same training steps taken",
+            "could be with every kernel at the measured peak rate, the same training steps taken",
         },
     ]
 

@@ -154,13 +154,24 @@ def test_the_baseline_revision_is_extracted_without_lock_data_or_reports(tmp_pat
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_bf16_rows_and_their_peak_only_where_bf16_is_benchmarked(bf16):
-    from benchmarks.bench_training import MatmulPeaks, cnn_rows
+    from benchmarks.bench_training import PeakRates, cnn_rows
 
-    peaks = MatmulPeaks(reps=1, n=256)
+    peaks = PeakRates(reps=1, n=256, batch=1)
     rows = cnn_rows(smoke=True, peaks=peaks, bf16=bf16)
-    names = {r["name"] for r in rows}
-    assert ({"matmul_bf16_gflops", "cnn_train_bf16_gflops"} <= names) == bf16
-    assert not bf16 or rows[-1]["baseline"] == peaks["bf16"]
+    by_name = {r["name"]: r for r in rows}
+    bf16_rows = {"matmul_bf16_gflops", "peak_bf16_gflops", "cnn_train_bf16_gflops"}
+    assert (bf16_rows <= set(by_name)) == bf16
+    # Each precision's fraction is of its peak, the fastest probe, torch.mm's product among them.
+    for precision, row in (("fp32", "cnn_train_gflops"), ("bf16", "cnn_train_bf16_gflops")):
+        if precision == "bf16" and not bf16:
+            continue
+        assert (
+            by_name[row]["baseline"]
+            == peaks[precision]
+            == by_name[f"peak_{precision}_gflops"]["value"]
+        )
+        assert peaks[precision] >= by_name[f"matmul_{precision}_gflops"]["value"] > 0
+        assert "torch.mm" in by_name[f"peak_{precision}_gflops"]["note"]
     # The bf16 matmul (minutes where emulated) is timed only when a bf16 row reads it.
     assert set(peaks) == ({"fp32", "bf16"} if bf16 else {"fp32"})
     assert bf16 or "no bf16 rows" in rows[0]["note"]
@@ -174,6 +185,44 @@ def test_forward_flops_count_two_per_multiply_add_from_the_layer_shapes():
     # conv 3->4, 3x3, on 8x8: a 6x6 output; then 4*6*6 -> 5.
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 5))
     assert forward_flops_per_image(model, 8) == 2 * 3 * 9 * 4 * 36 + 2 * 144 * 5
+
+
+def test_training_flops_leave_out_the_gradients_nothing_needs():
+    import torch
+    from torch import nn
+
+    from benchmarks.bench_training import forward_flops_per_image, training_flops_per_image
+    from emoprune.models.cnn import CNN
+
+    conv, linear = 2 * 3 * 9 * 4 * 36, 2 * 144 * 5
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 5))
+    # The first layer's input is the images: its weight gradient, no input gradient.
+    assert training_flops_per_image(model, 8) == 2 * conv + 3 * linear
+    # A frozen first layer: forward only, and the next one needs no input gradient either.
+    model[0].requires_grad_(False)
+    assert training_flops_per_image(model, 8) == conv + 2 * linear
+    # The paper's CNN: 3x forward, less conv1's input gradient (40% of the forward FLOPs).
+    cnn = CNN()
+    conv1 = 2 * 3 * 11 * 11 * 16 * 55 * 55
+    assert training_flops_per_image(cnn, 227) == 3 * forward_flops_per_image(cnn, 227) - conv1
+    assert cnn.training and torch.is_grad_enabled()  # the count leaves the model's mode alone
+
+
+def test_the_peak_is_the_fastest_probe(monkeypatch):
+    from benchmarks import bench_training
+
+    monkeypatch.setattr(bench_training, "matmul_gflops", lambda n, reps, device, dtype: 200.0)
+    rates = {64: 500.0, 128: 540.0, 256: 560.0, 512: 300.0}
+    monkeypatch.setattr(
+        bench_training, "conv_gflops", lambda c, side, batch, reps, device, dtype: rates[c]
+    )
+    peaks = bench_training.PeakRates()
+    assert peaks["fp32"] == 560.0
+    assert peaks.probes["fp32"]["torch.mm"] == 200.0
+    assert peaks.note("fp32") == (
+        "fastest of (torch.mm 200, conv3x3 64@56 500, conv3x3 128@28 540, conv3x3 256@14 560, "
+        "conv3x3 512@7 300) GFLOP/s"
+    )
 
 
 def _floor_repo(tmp_path, freeze: bool):
@@ -231,24 +280,31 @@ def test_the_training_floor_counts_the_steps_the_run_took(tmp_path, freeze):
     import torchvision
 
     from benchmarks.bench_pipeline import training_floor
-    from benchmarks.bench_training import forward_flops_per_image
+    from benchmarks.bench_training import forward_flops_per_image, training_flops_per_image
     from emoprune.models.cnn import CNN
 
     repo = _floor_repo(tmp_path, freeze)
     peaks = {"fp32": 2.0, "bf16": 5.0}  # GFLOP/s: bf16 training, float32 validation
     floor = training_floor(repo, peaks)
-    cnn = forward_flops_per_image(CNN(n_classes=2), 227) / 1e9
-    resnet = forward_flops_per_image(torchvision.models.resnet18(num_classes=2), 224) / 1e9
+    models = {
+        "cnn": (CNN(n_classes=2), 227),
+        "resnet": (torchvision.models.resnet18(num_classes=2), 224),
+    }
+    forward = {k: forward_flops_per_image(*m) / 1e9 for k, m in models.items()}
+    step = {k: training_flops_per_image(*m) / 1e9 for k, m in models.items()}
+    cnn, resnet = "cnn", "resnet"
 
-    def cost(train, val, epochs, forward, peak):  # 3 passes per training image, 1 per val one
-        return epochs * forward * (3 * train / peak + val / peaks["fp32"])
+    def cost(
+        train, val, epochs, model, peak
+    ):  # a training step per training image, a forward per val one
+        return epochs * (step[model] * train / peak + forward[model] * val / peaks["fp32"])
 
     # Fold 0 trains on 6 frames and validates on 4, fold 1 the other way round.
     assert floor["train_cnn"] == pytest.approx(cost(6, 4, 10, cnn, 5.0) + cost(4, 6, 10, cnn, 5.0))
     # Only fold 0 trains on: the pruned CNN from epoch 4, the control from 6; fold 1 resumed at
     # the last epoch and trains nothing.
     assert floor["prune_cnn"] == pytest.approx(cost(6, 4, 6, cnn, 5.0) + cost(6, 4, 4, cnn, 5.0))
-    expected = 10 * resnet / 2.0 if freeze else cost(4, 6, 3, resnet, 2.0)
+    expected = 10 * forward[resnet] / 2.0 if freeze else cost(4, 6, 3, resnet, 2.0)
     assert floor["finetune_resnet"] == pytest.approx(expected)
     # Twice the rate, half the floor.
     half = training_floor(repo, {k: 2 * v for k, v in peaks.items()})
