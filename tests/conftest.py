@@ -60,8 +60,8 @@ def browser():
     """Debian's Chromium, headless, driven by Playwright (which downloads no browser here)."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(
-            f"{CHROMIUM} is missing: .ci/run installs Debian's chromium with apt-get, "
-            "and that was impossible here"
+            f"{CHROMIUM} is missing: .ci/run installs Debian's chromium with apt-get "
+            "(`make test` alone installs no system package)"
         )
     from playwright.sync_api import sync_playwright
 
