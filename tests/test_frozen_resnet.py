@@ -58,11 +58,13 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(rng.integers(0, 7, size=14))
 
 
-def _context(tmp_path, seed: int = SEED, callbacks=()) -> FoldContext:
-    return FoldContext(0, seed, torch.device("cpu"), CLASSES, tmp_path, tuple(callbacks))
+def _context(tmp_path, seed: int = SEED, callbacks=(), precision: str = "fp32") -> FoldContext:
+    return FoldContext(0, seed, torch.device("cpu"), CLASSES, tmp_path, tuple(callbacks), precision)
 
 
-def _reference(cfg, x, y, seed: int = SEED, frozen: bool = True) -> tuple[nn.Module, list]:
+def _reference(
+    cfg, x, y, seed: int = SEED, frozen: bool = True, precision: str = "fp32"
+) -> tuple[nn.Module, list]:
     """The whole network trained every epoch by hand, seeded as the driver seeds a fold: with
     ``frozen``, today's frozen path made a fixed extractor (its backbone in eval mode)."""
     seed_everything(seed)
@@ -81,6 +83,7 @@ def _reference(cfg, x, y, seed: int = SEED, frozen: bool = True) -> tuple[nn.Mod
         device="cpu",
         seed=seed,
         progress=False,
+        precision=precision,
     )
     return model, history
 
@@ -248,16 +251,31 @@ def test_driver_scores_and_checkpoint_match_the_full_network(data, tmp_path, mon
     assert captured["config"] == {"kind": "resnet18", "input_size": 32}
 
 
-def test_fine_tuning_path_is_unchanged(data, tmp_path):
-    """freeze_backbone false: exactly build, optimizer over every layer, fit, as before."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fine_tuning_path_is_unchanged(data, tmp_path, monkeypatch, precision):
+    """freeze_backbone false: exactly build, optimizer over every layer, fit, as before; in bf16
+    the recipe hands fit its training images already in bfloat16, with the same result."""
+    from emoprune.training import recipes
+
+    fitted_on = []
+
+    def recording_fit(model, train, val, **kw):
+        fitted_on.append((train[0].dtype, val[0].dtype))
+        return fit(model, train, val, **kw)
+
+    monkeypatch.setattr(recipes, "fit", recording_fit)
     x, y = data
     cfg = _cfg(freeze=False, epochs=2)
     seed_everything(SEED)
-    ours = finetune_resnet_fold(cfg, "resnet18", x, y, (TRAIN, VAL), _context(tmp_path))
+    context = _context(tmp_path, precision=precision)
+    ours = finetune_resnet_fold(cfg, "resnet18", x, y, (TRAIN, VAL), context)
     assert ours.export is None and ours.example is None
+    # The driver scores float32 images in either precision.
     assert torch.equal(ours.train[0], x[TRAIN]) and torch.equal(ours.val[0], x[VAL])
+    train_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert fitted_on == [(train_dtype, torch.float32)]
 
-    model, history = _reference(cfg, x, y, frozen=False)
+    model, history = _reference(cfg, x, y, frozen=False, precision=precision)
     assert not isinstance(model, FrozenBackboneResNet)
     got, want = ours.model.state_dict(), model.state_dict()
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)

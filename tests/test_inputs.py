@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emoprune.models.inputs import channel_stats, to_tensor_images
+from emoprune.models.inputs import channel_stats, take_rows, to_tensor_images
 
 
 def test_channel_stats_known_array():
@@ -46,3 +46,17 @@ def test_images_rejects_wrong_layout():
         to_tensor_images(np.zeros((2, 3, 4, 4), np.uint8), np.zeros(3), np.ones(3))
     with pytest.raises(ValueError):
         channel_stats(np.zeros((2, 4, 4, 3), np.float32))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_take_rows_is_the_indexed_cast_chunk_by_chunk(channels_last):
+    x = torch.randn(7, 3, 5, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    index = np.array([6, 0, 3, 3, 5])
+    for chunk in (1, 2, 64):  # chunk boundaries inside, at and past the rows
+        out = take_rows(x, index, torch.bfloat16, chunk=chunk)
+        assert out.dtype == torch.bfloat16 and torch.equal(out, x[index].to(torch.bfloat16))
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert out.is_contiguous(memory_format=layout)
+    assert take_rows(x, torch.tensor([], dtype=torch.long), torch.float32).shape == (0, 3, 5, 5)

@@ -410,6 +410,23 @@ def test_bf16_casts_the_training_inputs_once_not_the_callers(precision, dtype):
     assert x.dtype == torch.float32
 
 
+def test_bf16_inputs_need_the_bf16_precision():
+    x, y = make_data(8, seed=0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 3))
+    with pytest.raises(ValueError, match="bfloat16 training inputs"):
+        fit(
+            model,
+            (x.to(torch.bfloat16), y),
+            None,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=1,
+            batch_size=4,
+            device=CPU,
+            seed=0,
+            progress=False,
+        )
+
+
 def _resnet18() -> nn.Module:
     from emoprune.models.resnet import build_resnet
 

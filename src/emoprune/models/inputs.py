@@ -65,3 +65,24 @@ def to_tensor_images(
         part.copy_(torch.from_numpy(np.array(images[start : start + chunk])).permute(0, 3, 1, 2))
         part.mul_(scale).sub_(shift)
     return out
+
+
+def take_rows(
+    x: torch.Tensor, index: np.ndarray | torch.Tensor, dtype: torch.dtype, *, chunk: int = 64
+) -> torch.Tensor:
+    """``x[index].to(dtype)``: (len(index), ...) in ``x``'s memory format, gathered ``chunk``
+    rows at a time, so that no full copy in ``x``'s dtype is made on the way (for a full-size
+    fold of 224 px float32 images, 325 MB that a plain ``x[index].to(dtype)`` would hold at
+    once)."""
+    index = torch.as_tensor(index, dtype=torch.long)
+    layout = (
+        torch.channels_last
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        else torch.contiguous_format
+    )
+    out = torch.empty(
+        (len(index), *x.shape[1:]), dtype=dtype, device=x.device, memory_format=layout
+    )
+    for start in range(0, len(index), chunk):
+        out[start : start + chunk].copy_(x[index[start : start + chunk]])
+    return out

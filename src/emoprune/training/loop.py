@@ -178,7 +178,8 @@ def fit(
     """Train ``model`` with cross-entropy for epochs ``start_epoch + 1 .. epochs``.
 
     Args:
-        train: inputs (N, ...) float32 and labels (N,) int64, on the CPU or already on ``device``.
+        train: inputs (N, ...) float32 (or already bfloat16 in bf16: the cast ``fit`` would
+            make) and labels (N,) int64, on the CPU or already on ``device``.
         val: the same for validation, or None. Evaluated once at the end of every epoch; the
             caller reports the last epoch's numbers (no best-epoch selection on validation).
         optimizer: built by the caller over ``model``'s parameters (create it after moving the
@@ -204,6 +205,8 @@ def fit(
     _check_pair("train", train)
     if val is not None:
         _check_pair("val", val)
+    if precision == "fp32" and train[0].dtype == torch.bfloat16:
+        raise ValueError("bfloat16 training inputs need precision='bf16'")
     device = torch.device(device)
     model.to(device)
     x_train, y_train = train

@@ -17,6 +17,7 @@ import torch
 
 from emoprune.errors import UserError
 from emoprune.models.cnn import CNN
+from emoprune.models.inputs import take_rows
 from emoprune.models.mlp import mlp
 from emoprune.training import checkpoints as ckpt
 from emoprune.training.crossval import FoldTensors
@@ -188,9 +189,16 @@ def finetune_resnet_fold(
     opt, sched = make_optimizer_and_scheduler(
         trained, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
     )
+    # In bf16, fit trains on a bfloat16 copy of the training images. Gathered into bfloat16 here
+    # (the same bits as fit's own cast), no float32 copy of them lives while the fold trains:
+    # 325 MB less at the stage's peak on a full-size fold. Scoring below takes float32 again.
+    if fold.precision == "bf16" and not cfg.freeze_backbone:
+        fit_inputs = take_rows(inputs, train, torch.bfloat16)
+    else:
+        fit_inputs = inputs[train]
     history = fit(
         trained,
-        (inputs[train], y[train]),
+        (fit_inputs, y[train]),
         (inputs[val], y[val]),
         optimizer=opt,
         scheduler=sched,
@@ -202,6 +210,7 @@ def finetune_resnet_fold(
         callbacks=fold.callbacks,
         precision=fold.precision,
     )
+    del fit_inputs  # before the float32 training images for scoring are gathered
     _save_resnet(model, arch, weights, fold)  # the whole network, also when only fc trained
     return FoldFit(
         trained,
