@@ -184,9 +184,13 @@ def training_floor(repo: Path, peaks: dict[str, float]) -> dict[str, float]:
     sizes = {k: tuple(len(part) for part in folds.split(k)) for k in folds.ids}  # (train, val)
     epochs = params["cnn"]["epochs"]
 
-    def seconds(model, size: int, trained: dict[int, int], precision: str) -> float:
+    def flops(model, size: int) -> tuple[int, int]:
+        """(a training step, a forward pass) per image."""
+        return training_flops_per_image(model, size), forward_flops_per_image(model, size)
+
+    def seconds(step_forward: tuple[int, int], trained: dict[int, int], precision: str) -> float:
         """``trained``: {split: epochs trained}."""
-        step, forward = training_flops_per_image(model, size), forward_flops_per_image(model, size)
+        step, forward = step_forward
         train = sum(sizes[k][0] * e for k, e in trained.items()) * step
         val = sum(sizes[k][1] * e for k, e in trained.items()) * forward
         return (train / peaks[precision] + val / peaks["fp32"]) / 1e9
@@ -194,20 +198,15 @@ def training_floor(repo: Path, peaks: dict[str, float]) -> dict[str, float]:
     def read(path: str) -> dict:
         return json.loads((repo / "reports" / path).read_text())
 
-    cnn, cnn_size = CNN(n_classes=len(folds.classes)), params["resize"]["cnn"]
+    cnn = flops(CNN(n_classes=len(folds.classes)), params["resize"]["cnn"])
     trained = read("train_cnn/details.json")
     precision = read("train_cnn/metrics.json")["cnn"]["precision"]
-    floor = {
-        "train_cnn": seconds(
-            cnn, cnn_size, {int(k): epochs for k in trained["per_fold"]}, precision
-        )
-    }
+    floor = {"train_cnn": seconds(cnn, {int(k): epochs for k in trained["per_fold"]}, precision)}
     pruned = read("prune_cnn/details.json")
     variants = [pruned, *pruned.get("baselines", {}).values()]  # the pruned CNN, each control
     floor["prune_cnn"] = sum(
         seconds(
             cnn,
-            cnn_size,
             {int(k): epochs - fold["resumed_at_epoch"] for k, fold in v["per_fold"].items()},
             precision,
         )
@@ -226,7 +225,7 @@ def training_floor(repo: Path, peaks: dict[str, float]) -> dict[str, float]:
             )
         else:
             floor["finetune_resnet"] += seconds(
-                model, size, {k: run["epochs"] for k in run["folds"]}, run["precision"]
+                flops(model, size), {k: run["epochs"] for k in run["folds"]}, run["precision"]
             )
     return floor
 

@@ -292,19 +292,20 @@ def test_the_training_floor_counts_the_steps_the_run_took(tmp_path, freeze):
     }
     forward = {k: forward_flops_per_image(*m) / 1e9 for k, m in models.items()}
     step = {k: training_flops_per_image(*m) / 1e9 for k, m in models.items()}
-    cnn, resnet = "cnn", "resnet"
 
-    def cost(
-        train, val, epochs, model, peak
-    ):  # a training step per training image, a forward per val one
+    def cost(train, val, epochs, model, peak):  # a step per training image, a forward per val one
         return epochs * (step[model] * train / peak + forward[model] * val / peaks["fp32"])
 
     # Fold 0 trains on 6 frames and validates on 4, fold 1 the other way round.
-    assert floor["train_cnn"] == pytest.approx(cost(6, 4, 10, cnn, 5.0) + cost(4, 6, 10, cnn, 5.0))
+    assert floor["train_cnn"] == pytest.approx(
+        cost(6, 4, 10, "cnn", 5.0) + cost(4, 6, 10, "cnn", 5.0)
+    )
     # Only fold 0 trains on: the pruned CNN from epoch 4, the control from 6; fold 1 resumed at
     # the last epoch and trains nothing.
-    assert floor["prune_cnn"] == pytest.approx(cost(6, 4, 6, cnn, 5.0) + cost(6, 4, 4, cnn, 5.0))
-    expected = 10 * forward[resnet] / 2.0 if freeze else cost(4, 6, 3, resnet, 2.0)
+    assert floor["prune_cnn"] == pytest.approx(
+        cost(6, 4, 6, "cnn", 5.0) + cost(6, 4, 4, "cnn", 5.0)
+    )
+    expected = 10 * forward["resnet"] / 2.0 if freeze else cost(4, 6, 3, "resnet", 2.0)
     assert floor["finetune_resnet"] == pytest.approx(expected)
     # Twice the rate, half the floor.
     half = training_floor(repo, {k: 2 * v for k, v in peaks.items()})
