@@ -49,10 +49,19 @@ def tiny_model() -> nn.Module:
     )
 
 
-def run(epochs: int = 4, start_epoch: int = 0, seed: int = 0, state=None, **kwargs):
-    """Fresh seeded model + Adam (optionally restored from ``state``), trained with fit."""
+def run(
+    epochs: int = 4,
+    start_epoch: int = 0,
+    seed: int = 0,
+    state=None,
+    build=tiny_model,
+    train=None,
+    **kwargs,
+):
+    """Fresh seeded ``build()`` model + Adam (optionally restored from ``state``), trained with
+    fit on ``train`` (default: 96 samples of ``make_data``)."""
     seed_everything(seed)
-    model = tiny_model()
+    model = build()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     if state is not None:
         model.load_state_dict(state[0])
@@ -60,7 +69,7 @@ def run(epochs: int = 4, start_epoch: int = 0, seed: int = 0, state=None, **kwar
     kwargs.setdefault("val", make_data(48, seed=1))
     history = fit(
         model,
-        make_data(96, seed=0),
+        make_data(96, seed=0) if train is None else train,
         optimizer=optimizer,
         epochs=epochs,
         batch_size=16,
@@ -322,19 +331,8 @@ def test_bf16_autocast_trains_in_bf16_and_keeps_float32_weights():
 
 def test_fit_rejects_mismatched_inputs():
     x, y = make_data(8, seed=0)
-    opt = torch.optim.SGD(tiny_model().parameters(), lr=0.1)
     with pytest.raises(ValueError, match="labels"):
-        fit(
-            tiny_model(),
-            (x, y[:4]),
-            None,
-            optimizer=opt,
-            epochs=1,
-            batch_size=4,
-            device=CPU,
-            seed=0,
-            progress=False,
-        )
+        run(epochs=1, train=(x, y[:4]), val=None)
 
 
 def test_batch_larger_than_dataset_and_progress_bar(capsys):
@@ -375,56 +373,27 @@ def test_seed_everything_sets_deterministic_kernels_without_importing_the_compil
     assert proc.stdout.split() == ["True", "True", "False"]
 
 
-class _RecordsInputs(nn.Module):
-    """``tiny_model`` that notes the dtype of every batch it is fed."""
-
-    def __init__(self):
-        super().__init__()
-        self.net, self.dtypes = tiny_model(), []
-
-    def forward(self, x):
-        self.dtypes.append(x.dtype)
-        return self.net(x)
-
-
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
 def test_bf16_casts_the_training_inputs_once_not_the_callers(precision, dtype):
+    dtypes = []
+
+    def recording():  # tiny_model, noting the dtype of every batch it is fed
+        model = tiny_model()
+        model.register_forward_pre_hook(lambda _, args: dtypes.append(args[0].dtype))
+        return model
+
     x, y = make_data(40, seed=0)
-    model = _RecordsInputs()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    fit(
-        model,
-        (x, y),
-        make_data(8, seed=1),
-        optimizer=optimizer,
-        epochs=2,
-        batch_size=16,
-        device=CPU,
-        seed=0,
-        augment=True,
-        progress=False,
-        precision=precision,
-    )
+    val = make_data(8, seed=1)
+    run(epochs=2, build=recording, train=(x, y), val=val, augment=True, precision=precision)
     # 3 training batches an epoch in the run's precision; validation always sees float32.
-    assert model.dtypes == [dtype] * 3 + [torch.float32] + [dtype] * 3 + [torch.float32]
+    assert dtypes == [dtype] * 3 + [torch.float32] + [dtype] * 3 + [torch.float32]
     assert x.dtype == torch.float32
 
 
 def test_bf16_inputs_need_the_bf16_precision():
     x, y = make_data(8, seed=0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 3))
     with pytest.raises(ValueError, match="bfloat16 training inputs"):
-        fit(
-            model,
-            (x.to(torch.bfloat16), y),
-            None,
-            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-            epochs=1,
-            batch_size=4,
-            device=CPU,
-            seed=0,
-            progress=False,
-        )
+        run(epochs=1, train=(x.to(torch.bfloat16), y), val=None)
 
 
 def _resnet18() -> nn.Module:
