@@ -175,9 +175,9 @@ def training_floor(repo: Path, peaks: dict[str, float]) -> dict[str, float]:
     Counted from the run's own records: every epoch a fold trained (prune_cnn's variants from
     the epoch each resumed at; ResNets on the folds they ran) costs one training step per
     training image (``training_flops_per_image``: forward, and backward's products) in the
-    stage's precision, plus one float32 forward per validation image; FLOPs from the layer
-    shapes. A frozen ResNet backbone counts its one feature pass. The PCA + MLP is left out (a
-    few MFLOP).
+    stage's precision, plus one forward per validation image (in that precision, the last
+    epoch's in float32); FLOPs from the layer shapes. A frozen ResNet backbone counts its one
+    feature pass. The PCA + MLP is left out (a few MFLOP).
     """
     params = yaml.safe_load((repo / "params.yaml").read_text())
     folds = load_folds(params["data"]["classes"], repo / "outputs/ingest/manifest.csv")
@@ -189,11 +189,16 @@ def training_floor(repo: Path, peaks: dict[str, float]) -> dict[str, float]:
         return training_flops_per_image(model, size), forward_flops_per_image(model, size)
 
     def seconds(step_forward: tuple[int, int], trained: dict[int, int], precision: str) -> float:
-        """``trained``: {split: epochs trained}."""
+        """``trained``: {split: epochs trained}. Each epoch validates in ``precision``, the last
+        one in float32 (``loop.fit``)."""
         step, forward = step_forward
-        train = sum(sizes[k][0] * e for k, e in trained.items()) * step
-        val = sum(sizes[k][1] * e for k, e in trained.items()) * forward
-        return (train / peaks[precision] + val / peaks["fp32"]) / 1e9
+        total = 0.0
+        for k, e in trained.items():
+            train, val = sizes[k]
+            total += e * train * step / peaks[precision]
+            if e:
+                total += val * forward * ((e - 1) / peaks[precision] + 1 / peaks["fp32"])
+        return total / 1e9
 
     def read(path: str) -> dict:
         return json.loads((repo / "reports" / path).read_text())

@@ -284,7 +284,7 @@ def test_the_training_floor_counts_the_steps_the_run_took(tmp_path, freeze):
     from emoprune.models.cnn import CNN
 
     repo = _floor_repo(tmp_path, freeze)
-    peaks = {"fp32": 2.0, "bf16": 5.0}  # GFLOP/s: bf16 training, float32 validation
+    peaks = {"fp32": 2.0, "bf16": 5.0}  # GFLOP/s
     floor = training_floor(repo, peaks)
     models = {
         "cnn": (CNN(n_classes=2), 227),
@@ -294,7 +294,9 @@ def test_the_training_floor_counts_the_steps_the_run_took(tmp_path, freeze):
     step = {k: training_flops_per_image(*m) / 1e9 for k, m in models.items()}
 
     def cost(train, val, epochs, model, peak):  # a step per training image, a forward per val one
-        return epochs * (step[model] * train / peak + forward[model] * val / peaks["fp32"])
+        # Validation in the training precision, the last epoch's in float32.
+        validation = forward[model] * val * ((epochs - 1) / peak + 1 / peaks["fp32"])
+        return epochs * step[model] * train / peak + validation
 
     # Fold 0 trains on 6 frames and validates on 4, fold 1 the other way round.
     assert floor["train_cnn"] == pytest.approx(

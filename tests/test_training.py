@@ -375,19 +375,39 @@ def test_seed_everything_sets_deterministic_kernels_without_importing_the_compil
 
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
 def test_bf16_casts_the_training_inputs_once_not_the_callers(precision, dtype):
-    dtypes = []
+    seen = []
 
-    def recording():  # tiny_model, noting the dtype of every batch it is fed
+    def recording():  # tiny_model, noting each batch's dtype and whether autocast was on
         model = tiny_model()
-        model.register_forward_pre_hook(lambda _, args: dtypes.append(args[0].dtype))
+        model.register_forward_pre_hook(
+            lambda _, args: seen.append((args[0].dtype, torch.is_autocast_enabled("cpu")))
+        )
         return model
 
     x, y = make_data(40, seed=0)
     val = make_data(8, seed=1)
-    run(epochs=2, build=recording, train=(x, y), val=val, augment=True, precision=precision)
-    # 3 training batches an epoch in the run's precision; validation always sees float32.
-    assert dtypes == [dtype] * 3 + [torch.float32] + [dtype] * 3 + [torch.float32]
+    run(epochs=3, build=recording, train=(x, y), val=val, augment=True, precision=precision)
+    # 3 training batches an epoch in the run's precision; validation gets the caller's float32
+    # inputs, autocast to bf16 in a bf16 run's epochs but the last, which is all float32.
+    bf16 = precision == "bf16"
+    epoch = [(dtype, bf16)] * 3
+    assert seen == epoch + [(torch.float32, bf16)] + epoch + [(torch.float32, bf16)] + epoch + [
+        (torch.float32, False)
+    ]
     assert x.dtype == torch.float32
+
+
+def test_a_bf16_runs_last_validation_is_the_float32_score():
+    # The curve's last point is the number the driver reports (float32), not a bf16 estimate.
+    torch.manual_seed(0)
+    x, y = make_data(96, seed=0)
+    val = make_data(48, seed=1)
+    model, _, history = run(epochs=3, train=(x, y), val=val, precision="bf16")
+    loss, acc = evaluate(model, *val, device=CPU)
+    assert (history[-1].val_loss, history[-1].val_acc) == (loss, acc)
+    with torch.autocast("cpu", torch.bfloat16):
+        loss_bf16, _ = evaluate(model, *val, device=CPU)
+    assert loss_bf16 != loss  # the test would pass vacuously if autocast changed nothing
 
 
 def test_bf16_inputs_need_the_bf16_precision():
