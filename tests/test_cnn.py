@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from emoprune.models.cnn import CNN, HIDDEN_LAYERS, count_parameters
+from emoprune.models.cnn import (
+    CNN,
+    HIDDEN_LAYERS,
+    block_kernel,
+    block_side,
+    count_parameters,
+    to_blocks,
+)
 
 # Paper settings: 3x227x227 input, hidden (512, 128, 64), 7 classes. Weights + biases:
 #   conv1  3*11*11*16 + 16   =     5,824
@@ -172,3 +179,53 @@ def test_glorot_init_is_scaled_for_the_activation():
         assert out.abs().max() <= math.sqrt(6 / (out.shape[0] + out.shape[1]))
     with pytest.raises(ValueError, match="init"):
         init_weights([CNN().fc1], "xavier", "sigmoid")
+
+
+def test_blocks_place_each_pixel_by_its_offset_in_its_4x4_block():
+    x = torch.arange(2 * 3 * 13 * 13, dtype=torch.float32).reshape(2, 3, 13, 13)
+    blocks = to_blocks(x)
+    b = block_side(13)  # conv1's output side (1) + 2
+    assert b == 3 and blocks.shape == (2, 48, 3, 3)
+    assert blocks.is_contiguous(memory_format=torch.channels_last)
+    for n, i, j, dy, dx, c in [(0, 0, 0, 0, 0, 0), (1, 2, 1, 3, 2, 1), (0, 1, 2, 0, 3, 2)]:
+        assert blocks[n, (4 * dy + dx) * 3 + c, i, j] == x[n, c, 4 * i + dy, 4 * j + dx]
+    # 3 blocks hold 12 of the 13 rows and columns; the 13th, which conv1 never reads, is dropped.
+    assert blocks.abs().sum() == x[:, :, :12, :12].abs().sum()
+
+
+def test_the_block_kernel_is_the_11x11_kernel_padded_and_split_the_same_way():
+    w = torch.randn(16, 3, 11, 11)
+    k = block_kernel(w)
+    assert k.shape == (16, 48, 3, 3)
+    for by, bx, dy, dx, c in [(0, 0, 0, 0, 0), (2, 2, 2, 2, 2), (1, 0, 3, 1, 1)]:
+        assert k[5, (4 * dy + dx) * 3 + c, by, bx] == w[5, c, 4 * by + dy, 4 * bx + dx]
+    assert (k[:, 3 * 12 :, 2, :] == 0).all()  # kernel row 11 (dy 3 of block row 2) is padding
+
+
+@pytest.mark.parametrize("size", [227, 229, 230, 67])
+def test_the_cnn_on_blocks_is_the_cnn_on_images(size):
+    # The same sums in another order: logits and every gradient agree to float32 rounding.
+    torch.manual_seed(0)
+    model = CNN(in_size=size)
+    x = torch.randn(3, 3, size, size)
+    outputs, grads = [], []
+    for inputs in (x, to_blocks(x)):
+        model.zero_grad()
+        out = model(inputs)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+    for blocked, plain in zip(grads[1], grads[0]):
+        torch.testing.assert_close(blocked, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_training_inputs_are_bfloat16_blocks_built_chunk_by_chunk():
+    model = CNN(in_size=67)
+    x = torch.randn(130, 3, 67, 67)  # three chunks of at most 64 images
+    blocks = model.bf16_training_inputs(x)
+    assert blocks.dtype == torch.bfloat16 and blocks.shape == (130, 48, 17, 17)
+    assert blocks.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(blocks, to_blocks(x.to(torch.bfloat16)))
+    assert torch.equal(model.bf16_training_inputs(blocks), blocks)  # blocks pass through
+    assert x.dtype == torch.float32

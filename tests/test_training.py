@@ -397,6 +397,27 @@ def test_bf16_casts_the_training_inputs_once_not_the_callers(precision, dtype):
     assert x.dtype == torch.float32
 
 
+@pytest.mark.parametrize(
+    "precision, augment, channels",
+    [("bf16", False, 48), ("bf16", True, 3), ("fp32", False, 3)],
+    ids=["bf16-blocks", "bf16-augmented-images", "fp32-images"],
+)
+def test_the_cnn_trains_on_pixel_blocks_in_bf16_unless_augmented(precision, augment, channels):
+    shapes = []
+
+    def recording():  # the CNN, noting the channels of every training batch it is fed
+        model = CNN(n_classes=2, in_size=67)
+        model.register_forward_pre_hook(
+            lambda m, args: shapes.append(args[0].shape[1]) if m.training else None
+        )
+        return model
+
+    x = torch.randn(40, 3, 67, 67).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (40,))
+    run(epochs=1, build=recording, train=(x, y), val=None, augment=augment, precision=precision)
+    assert shapes == [channels] * 3
+
+
 def test_a_bf16_runs_last_validation_is_the_float32_score():
     # The curve's last point is the number the driver reports (float32), not a bf16 estimate.
     torch.manual_seed(0)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from emoprune.choices import ACTIVATIONS, HIDDEN_LAYERS, INITS
@@ -103,11 +104,22 @@ class CNN(nn.Module):
     def forward_with_hidden(
         self, x: torch.Tensor, layers: Sequence[str] = ()
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits (N, n_classes) and the post-activation outputs (N, width) of ``layers``."""
+        """Logits (N, n_classes) and the post-activation outputs (N, width) of ``layers``.
+
+        x: images (N, 3, S, S), or their pixel blocks (N, 48, B, B) from ``to_blocks``.
+        """
         unknown = set(layers) - set(HIDDEN_LAYERS)
         if unknown:
             raise ValueError(f"unknown hidden layer(s) {sorted(unknown)}; use {HIDDEN_LAYERS}")
-        h = torch.flatten(self.features(x.contiguous(memory_format=torch.channels_last)), 1)
+        x = x.contiguous(memory_format=torch.channels_last)
+        conv1 = self.features[0]
+        if x.shape[1] == conv1.in_channels:
+            h = self.features(x)
+        else:  # blocks: conv1 as the same sums over 4x4 pixel blocks, then the rest of the stack
+            h = F.conv2d(x, block_kernel(conv1.weight), conv1.bias)
+            for layer in self.features[1:]:
+                h = layer(h)
+        h = torch.flatten(h, 1)
         hidden: dict[str, torch.Tensor] = {}
         for name in HIDDEN_LAYERS:
             h = self.act(getattr(self, name)(h))
@@ -117,6 +129,26 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_hidden(x)[0]
+
+    def bf16_training_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``loop.fit`` trains on in bf16 on the CPU, in place of images x (N, 3, S, S):
+        their pixel blocks (N, 48, B, B) in bfloat16, channels_last (``to_blocks``; blocks
+        pass through). oneDNN runs the 11x11, stride-4 first layer on 3 channels at about a
+        third of its bf16 peak, and the same sums as a 3x3 convolution over 48 channels 1.4x
+        faster, a tenth of a training step; in float32 the blocks are slower.
+        """
+        if x.shape[1] != self.features[0].in_channels:
+            return x.to(torch.bfloat16)
+        b = block_side(x.shape[-1])
+        out = torch.empty(
+            (len(x), BLOCK * BLOCK * x.shape[1], b, b),
+            dtype=torch.bfloat16,
+            device=x.device,
+            memory_format=torch.channels_last,
+        )
+        for start in range(0, len(x), 64):  # a few MB at a time, not a copy of the whole set
+            out[start : start + 64] = to_blocks(x[start : start + 64].to(torch.bfloat16))
+        return out
 
     def hidden_activations(self, x: torch.Tensor, layer: str) -> torch.Tensor:
         """Post-activation outputs of hidden layer ``layer`` for a batch: (N, width)."""
@@ -150,6 +182,38 @@ def init_weights(layers: Sequence[nn.Module], scheme: str, activation: str | Non
         else:
             nn.init.xavier_uniform_(layer.weight, gain=GLOROT_GAIN[activation])
         nn.init.zeros_(layer.bias)
+
+
+# conv1's stride: its 11x11 kernel covers 3x3 blocks of 4x4 pixels (padded to 12x12 with zeros).
+BLOCK, KERNEL = 4, 11
+
+
+def block_side(in_size: int) -> int:
+    """Side B of the block grid conv1 reads: its output side + 2 (a 3x3 kernel over blocks)."""
+    return (in_size - KERNEL) // BLOCK + 3
+
+
+def to_blocks(x: torch.Tensor) -> torch.Tensor:
+    """Images (N, C, S, S) -> their 4x4 pixel blocks (N, 16C, B, B), channels_last, B =
+    ``block_side(S)``. Channel (4 dy + dx) C + c of block (i, j) is pixel (4i + dy, 4j + dx) of
+    channel c: missing pixels past S are zeros (they meet only the kernel's zero padding), and
+    pixels past 4B, which conv1 never reads, are dropped.
+    """
+    n, c, s, _ = x.shape
+    b = block_side(s)
+    x = F.pad(x, (0, BLOCK * b - s, 0, BLOCK * b - s))  # negative: crops
+    nhwc = x.permute(0, 2, 3, 1).reshape(n, b, BLOCK, b, BLOCK, c)
+    blocks = nhwc.permute(0, 1, 3, 2, 4, 5).reshape(n, b, b, BLOCK * BLOCK * c)
+    return blocks.permute(0, 3, 1, 2)  # NHWC memory: channels_last
+
+
+def block_kernel(w: torch.Tensor) -> torch.Tensor:
+    """conv1's weight (O, C, 11, 11) -> the 3x3 kernel over ``to_blocks``' channels
+    (O, 16C, 3, 3): the 11x11 kernel padded to 12x12 with zeros, split as the pixels are."""
+    o, c, k, _ = w.shape
+    n = -(-k // BLOCK)  # blocks per kernel side
+    w = F.pad(w, (0, n * BLOCK - k, 0, n * BLOCK - k)).reshape(o, c, n, BLOCK, n, BLOCK)
+    return w.permute(0, 3, 5, 1, 2, 4).reshape(o, BLOCK * BLOCK * c, n, n)
 
 
 def conv_output_side(in_size: int) -> int:
