@@ -121,6 +121,19 @@ def test_broken_files_are_skipped_with_a_reason(raw_copy, breakage, reason):
     assert len(records) == 26
 
 
+def test_threads_decode_but_the_report_keeps_one_reader_order(raw_copy):
+    # Skips found before reading (a text file) and by decoding (a truncated frame), in three
+    # classes, come out in folder and file order whatever the number of threads.
+    (raw_copy / "Angry" / "notes.txt").write_text("x")
+    for emotion in ("Disgust", "Sad"):
+        victim = first(raw_copy, emotion)
+        victim.write_bytes(victim.read_bytes()[:100])
+    one = scan(raw_copy, EMOTIONS, workers=1)
+    assert [Path(s.path).parent.name for s in one[1]] == ["Angry", "Disgust", "Sad"]
+    assert scan(raw_copy, EMOTIONS, workers=4) == one
+    assert [r.label for r in one[0]] == sorted(r.label for r in one[0])
+
+
 def test_os_junk_is_ignored_silently(raw_copy):
     (raw_copy / "Happy" / "Thumbs.db").write_bytes(b"\0" * 10)
     (raw_copy / "Sad" / ".DS_Store").write_bytes(b"\0" * 10)
