@@ -565,7 +565,7 @@ def cnn_rows(
     # The inputs are cast once, and on the CPU rearranged into the first layer's pixel blocks,
     # as fit does once per fold for all its epochs; cast inside each one-epoch call here, they
     # would take a tenth of it (23 of 207 ms for 256 images, 2 cores).
-    xb = model.bf16_training_inputs(x) if device.type == "cpu" else x.to(torch.bfloat16)
+    xb = model.bf16_inputs(x) if device.type == "cpu" else x.to(torch.bfloat16)
     _fit_epoch(model, optimizer, (xb[: 2 * BATCH], y[: 2 * BATCH]), device, "bf16")
     bf16_ips = statistics.median(
         n / _fit_epoch(model, optimizer, (xb, y), device, "bf16") for _ in range(max(2, reps // 2))

@@ -220,12 +220,12 @@ def test_the_cnn_on_blocks_is_the_cnn_on_images(size):
         torch.testing.assert_close(blocked, plain, rtol=1e-4, atol=1e-6)
 
 
-def test_bf16_training_inputs_are_bfloat16_blocks_built_chunk_by_chunk():
+def test_bf16_inputs_are_bfloat16_blocks_built_chunk_by_chunk():
     model = CNN(in_size=67)
     x = torch.randn(130, 3, 67, 67)  # three chunks of at most 64 images
-    blocks = model.bf16_training_inputs(x)
+    blocks = model.bf16_inputs(x)
     assert blocks.dtype == torch.bfloat16 and blocks.shape == (130, 48, 17, 17)
     assert blocks.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(blocks, to_blocks(x.to(torch.bfloat16)))
-    assert torch.equal(model.bf16_training_inputs(blocks), blocks)  # blocks pass through
+    assert torch.equal(model.bf16_inputs(blocks), blocks)  # blocks pass through
     assert x.dtype == torch.float32

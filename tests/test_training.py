@@ -403,19 +403,25 @@ def test_bf16_casts_the_training_inputs_once_not_the_callers(precision, dtype):
     ids=["bf16-blocks", "bf16-augmented-images", "fp32-images"],
 )
 def test_the_cnn_trains_on_pixel_blocks_in_bf16_unless_augmented(precision, augment, channels):
-    shapes = []
+    seen = []
 
-    def recording():  # the CNN, noting the channels of every training batch it is fed
+    def recording():  # the CNN, noting the channels and dtype of every batch it is fed
         model = CNN(n_classes=2, in_size=67)
         model.register_forward_pre_hook(
-            lambda m, args: shapes.append(args[0].shape[1]) if m.training else None
+            lambda m, args: seen.append((m.training, args[0].shape[1], args[0].dtype))
         )
         return model
 
     x = torch.randn(40, 3, 67, 67).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (40,))
-    run(epochs=1, build=recording, train=(x, y), val=None, augment=augment, precision=precision)
-    assert shapes == [channels] * 3
+    val = (torch.randn(8, 3, 67, 67), torch.randint(0, 2, (8,)))
+    run(epochs=2, build=recording, train=(x, y), val=val, augment=augment, precision=precision)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    epoch = [(True, channels, dtype)] * 3
+    # Validation in bf16 (not the last epoch) runs on blocks too, augmented or not; the last
+    # epoch's, in float32, on the images.
+    first_val = (False, 48, torch.bfloat16) if precision == "bf16" else (False, 3, torch.float32)
+    assert seen == epoch + [first_val] + epoch + [(False, 3, torch.float32)]
 
 
 def test_a_bf16_runs_last_validation_is_the_float32_score():

@@ -130,12 +130,13 @@ class CNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_hidden(x)[0]
 
-    def bf16_training_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """What ``loop.fit`` trains on in bf16 on the CPU, in place of images x (N, 3, S, S):
-        their pixel blocks (N, 48, B, B) in bfloat16, channels_last (``to_blocks``; blocks
-        pass through). oneDNN runs the 11x11, stride-4 first layer on 3 channels at about a
-        third of its bf16 peak, and the same sums as a 3x3 convolution over 48 channels 1.4x
-        faster, a tenth of a training step; in float32 the blocks are slower.
+    def bf16_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``loop.fit`` feeds this model in bf16 autocast on the CPU (training, and the
+        validation of the epochs validated in bf16) in place of images x (N, 3, S, S): their
+        pixel blocks (N, 48, B, B) in bfloat16, channels_last (``to_blocks``; blocks pass
+        through). oneDNN runs the 11x11, stride-4 first layer on 3 channels at about a third
+        of its bf16 peak, and the same sums as a 3x3 convolution over 48 channels 1.4x faster,
+        a tenth of a training step; in float32 the blocks are slower.
         """
         if x.shape[1] != self.features[0].in_channels:
             return x.to(torch.bfloat16)

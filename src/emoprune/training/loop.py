@@ -212,18 +212,27 @@ def fit(
     model.to(device)
     x_train, y_train = train
     n = len(x_train)
+    # A model may offer a faster layout of its inputs in bf16 on the CPU (the CNN: its first
+    # layer's pixel blocks). Augmentation works on images, so not for training then.
+    relayout = getattr(model, "bf16_inputs", None) if device.type == "cpu" else None
     if precision == "bf16" and x_train.is_floating_point():
         # Autocast casts each batch to bf16 at the model's first conv or linear layer anyway
         # (every model here starts with one), so casting the training set once gives the same
         # bits, saves that cast every step and halves the bytes each batch gather moves: 2-4%
         # of a CNN epoch on 2 CPU cores. The caller's float32 inputs stay for scoring.
-        # A model may offer a faster layout of its bf16 training inputs (the CNN: its first
-        # layer's pixel blocks), on the CPU; augmentation works on images, so not then.
-        relayout = getattr(model, "bf16_training_inputs", None)
-        if relayout is not None and device.type == "cpu" and not augment:
+        if relayout is not None and not augment:
             x_train = relayout(x_train)
         else:
             x_train = x_train.to(torch.bfloat16)
+    # The inputs of the epochs validated in bf16 (all but the last), when laid out otherwise.
+    x_val_bf16 = None
+    if (
+        precision == "bf16"
+        and val is not None
+        and relayout is not None
+        and start_epoch + 1 < epochs
+    ):
+        x_val_bf16 = relayout(val[0])
     history: list[EpochStats] = []
     # On the CPU, gather each shuffled batch into one reused buffer: a fresh multi-MB tensor per
     # batch costs page faults worth ~4% of a step. Safe because the previous step's graph (which
@@ -283,11 +292,13 @@ def fit(
             # were 15% of a ResNet18 epoch (bf16 halves that). The last epoch's in float32, as
             # the caller scores the model, so the curve ends on the reported numbers.
             in_bf16 = precision == "bf16" and epoch < epochs
+            x_val = x_val_bf16 if in_bf16 and x_val_bf16 is not None else val[0]
             with torch.autocast(device.type, torch.bfloat16, enabled=in_bf16):
                 val_loss, val_acc = evaluate(
                     model,
-                    *val,
-                    batch_size=eval_batch_size(val[0], at_least=batch_size),
+                    x_val,
+                    val[1],
+                    batch_size=eval_batch_size(x_val, at_least=batch_size),
                     device=device,
                 )  # restores train mode
 
