@@ -189,9 +189,14 @@ def init_weights(layers: Sequence[nn.Module], scheme: str, activation: str | Non
 BLOCK, KERNEL = 4, 11
 
 
+def conv1_side(in_size: int) -> int:
+    """Side of conv1's output (11x11, stride 4, no padding) for a square input of ``in_size``."""
+    return (in_size - KERNEL) // BLOCK + 1
+
+
 def block_side(in_size: int) -> int:
     """Side B of the block grid conv1 reads: its output side + 2 (a 3x3 kernel over blocks)."""
-    return (in_size - KERNEL) // BLOCK + 3
+    return conv1_side(in_size) + 2
 
 
 def to_blocks(x: torch.Tensor) -> torch.Tensor:
@@ -219,7 +224,7 @@ def block_kernel(w: torch.Tensor) -> torch.Tensor:
 
 def conv_output_side(in_size: int) -> int:
     """Side of the feature map after the conv stack, for a square input of ``in_size``."""
-    s = (in_size - 11) // 4 + 1  # conv1
+    s = conv1_side(in_size)
     s = (s - 5) // 2 + 1  # conv2
     s = s - 3 + 1  # conv3
     s //= 2  # pool
