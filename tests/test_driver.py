@@ -68,6 +68,19 @@ def test_each_fold_gets_its_seed_is_scored_and_the_plateau_is_flagged(tmp_path):
     assert set(cv.per_fold[0]) == {"train_acc", "train_f1", "val_acc", "val_f1", "extra"}
 
 
+def test_training_part_given_as_rows_is_scored_on_those_rows(tmp_path):
+    """A fold may hand back all the inputs and the rows that trained (``train_rows``): the
+    driver scores those rows, in their order, against the training labels."""
+    x, y = data()
+    train, val = np.arange(49, -1, -1), np.arange(50, 70)  # reversed: x[:50] would misalign
+
+    def fit_fold(fold):
+        return FoldFit(Oracle(), [], (x, y[train]), (x[val], y[val]), train_rows=train)
+
+    cv = cross_validate([0], 1, fit_fold, classes=CLASSES, device=torch.device("cpu"), out=tmp_path)
+    assert cv.per_fold[0]["train_acc"] == 1.0 and cv.per_fold[0]["val_acc"] == 1.0
+
+
 def test_plateau_bar_is_twice_chance():
     per_fold = {0: {"train_acc": 0.28}, 1: {"train_acc": 0.29}, 2: {"train_acc": 0.99}}
     assert plateau_folds(per_fold, 7) == [0]  # 2/7 = 0.2857

@@ -273,6 +273,21 @@ def test_predict_proba():
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_predict_proba_of_rows_gathers_the_same_batches():
+    """``rows`` gives exactly the probabilities of x[rows] (same batches, same bits), in the
+    rows' order, from channels_last images without copying them whole."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    x = torch.randn(30, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    rows = np.array([29, 3, 17, 0, 8, 8, 21, 5, 12, 26, 1])
+    got = predict_proba(model, x, rows=rows, batch_size=4, device=CPU)
+    assert got.shape == (11, 5)
+    assert np.array_equal(got, predict_proba(model, x[rows], batch_size=4, device=CPU))
+    # In the rows' order (a batch of one sums in another order: close, not equal).
+    np.testing.assert_allclose(got[1], predict_proba(model, x[3:4], device=CPU)[0], rtol=1e-5)
+    assert np.array_equal(got[4], got[5])  # a repeated row
+
+
 def test_accuracy_and_f1_known_case():
     # class 0: P=1, R=.5 -> F1 2/3; class 1: P=2/3, R=1 -> F1 .8; class 2 absent -> 0.
     acc, f1 = accuracy_and_f1([0, 0, 1, 1], [0, 1, 1, 1], n_classes=3)

@@ -71,9 +71,15 @@ def fold_seed(seed: int, fold: int) -> int:
 
 
 def score(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int, device: torch.device
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    device: torch.device,
+    rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1 and class probabilities (N, n_classes) of ``model`` on (x, y)."""
-    proba = predict_proba(model, x, device=device)
+    """Accuracy, macro-F1 and class probabilities (N, n_classes) of ``model`` on (x, y), or with
+    ``rows`` on (x[rows], y), gathered batch by batch (``predict_proba``)."""
+    proba = predict_proba(model, x, rows=rows, device=device)
     acc, f1 = accuracy_and_f1(y.numpy(), proba.argmax(1), n_classes)
     return {"acc": acc, "f1": f1, "proba": proba}

@@ -47,7 +47,9 @@ class FoldContext:
 class FoldFit:
     """What ``fit_fold`` hands back: the trained model, its epochs, and the data it was fit on.
 
-    ``train``/``val`` are (inputs (N, ...), labels (N,)) tensors; ``metrics`` are extra per-fold
+    ``train``/``val`` are (inputs (N, ...), labels (N,)) tensors; with ``train_rows`` (N,) set,
+    ``train``'s inputs are a larger set and the training part is their ``train_rows``, which the
+    driver gathers batch by batch as it scores them; ``metrics`` are extra per-fold
     numbers for metrics.json; ``notes`` are facts that are not numbers (e.g. the weights used);
     ``export`` is the model to log (default: ``model``) and ``example`` a couple of its inputs
     for the logged signature (default: the first two of ``val``).
@@ -61,6 +63,7 @@ class FoldFit:
     notes: Mapping[str, Any] = field(default_factory=dict)
     export: nn.Module | None = None
     example: torch.Tensor | None = None  # inputs of ``network``, when ``val``'s are not
+    train_rows: np.ndarray | None = None
 
     @property
     def network(self) -> nn.Module:
@@ -134,7 +137,7 @@ def cross_validate(
         )
         seed_everything(context.seed)
         fit = fit_fold(context)
-        train = score(fit.model, *fit.train, len(classes), device)
+        train = score(fit.model, *fit.train, len(classes), device, rows=fit.train_rows)
         val = score(fit.model, *fit.val, len(classes), device)
         per_fold[k] = {
             "train_acc": train["acc"],

@@ -190,9 +190,10 @@ def finetune_resnet_fold(
         trained, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
     )
     # In bf16, fit trains on a bfloat16 copy of the training images. Gathered into bfloat16 here
-    # (the same bits as fit's own cast), no float32 copy of them lives while the fold trains:
-    # 325 MB less at the stage's peak on a full-size fold; the driver's float32 ones are
-    # gathered after it. Otherwise fit trains on the very tensors the driver scores.
+    # (the same bits as fit's own cast), no float32 copy of them lives while the fold trains,
+    # nor after it: the driver scores the float32 ones as rows of all the images, a batch at a
+    # time (325 MB each on a full-size fold). Otherwise fit trains on the very tensors the
+    # driver scores.
     bf16_images = fold.precision == "bf16" and not cfg.freeze_backbone
     x_train = None if bf16_images else inputs[train]
     val_pair = (inputs[val], y[val])
@@ -214,12 +215,13 @@ def finetune_resnet_fold(
     return FoldFit(
         trained,
         history,
-        (inputs[train] if x_train is None else x_train, y[train]),
+        (inputs if x_train is None else x_train, y[train]),
         val_pair,
         extra,
         notes={"weights": weights},
         export=model if cfg.freeze_backbone else None,
         example=x[val[:2]] if cfg.freeze_backbone else None,
+        train_rows=train if x_train is None else None,
     )
 
 
