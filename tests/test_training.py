@@ -379,13 +379,16 @@ def test_seed_everything_sets_deterministic_kernels_without_importing_the_compil
         "seed_everything(0)\n"
         "print(torch.are_deterministic_algorithms_enabled(),\n"
         "      torch.is_deterministic_algorithms_warn_only_enabled(),\n"
+        "      torch.utils.deterministic.fill_uninitialized_memory,\n"
         "      'torch._inductor' in sys.modules)\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["True", "True", "False"]
+    # Deterministic kernels, without NaN-filling each new tensor first (a debugging aid that
+    # costs 5-7% of a ResNet18 step and changes no result).
+    assert proc.stdout.split() == ["True", "True", "False", "False"]
 
 
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])

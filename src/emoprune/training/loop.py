@@ -92,6 +92,11 @@ def set_deterministic(mode: bool) -> None:
         torch.use_deterministic_algorithms(mode, warn_only=True)
     else:
         setter(mode, warn_only=True)
+    # Deterministic mode also fills every new tensor with NaN, a debugging aid against reading
+    # uninitialised memory that changes no result of a kernel that does not: 5-7% of a ResNet18
+    # training step on 2 CPU cores (each activation and gradient written twice). The kernels
+    # stay deterministic without it.
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
