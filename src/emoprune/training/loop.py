@@ -85,7 +85,8 @@ def set_deterministic(mode: bool) -> None:
 
     The public call also sets torch.compile's inductor flag, and importing that config pulls in
     torch._dynamo and torch._inductor: about 2 s of every stage's start-up. The project never
-    compiles, so set the eager flag alone where torch exposes it.
+    compiles, so set the eager flag alone where torch exposes it. New tensors are not filled
+    with NaN (``torch.utils.deterministic.fill_uninitialized_memory``).
     """
     setter = getattr(torch._C, "_set_deterministic_algorithms", None)
     if setter is None:  # a torch without the private setter: pay the import
@@ -93,7 +94,7 @@ def set_deterministic(mode: bool) -> None:
     else:
         setter(mode, warn_only=True)
     # Deterministic mode also fills every new tensor with NaN, a debugging aid against reading
-    # uninitialised memory that changes no result of a kernel that does not: 5-7% of a ResNet18
+    # uninitialised memory that changes no result of a kernel that does not: 3-8% of a ResNet18
     # training step on 2 CPU cores (each activation and gradient written twice). The kernels
     # stay deterministic without it.
     torch.utils.deterministic.fill_uninitialized_memory = False
