@@ -387,7 +387,7 @@ def test_seed_everything_sets_deterministic_kernels_without_importing_the_compil
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     # Deterministic kernels, without NaN-filling each new tensor first (a debugging aid that
-    # costs 5-7% of a ResNet18 step and changes no result).
+    # costs 3-8% of a ResNet18 step and changes no result).
     assert proc.stdout.split() == ["True", "True", "False", "False"]
 
 
