@@ -12,17 +12,18 @@ from emoprune.pipeline.stage import run_stage
 from emoprune.pruning.baselines import schedule_from_log
 from emoprune.pruning.callbacks import load_unpruned_trace
 from emoprune.pruning.resume import control_fold, pruned_fold
-from emoprune.training.crossval import fold_tensors, load_folds
+from emoprune.training.crossval import channel_histograms, fold_tensors, load_folds
 
 CNN_DIR, OUT, REPORTS = "outputs/models/cnn", "outputs/models/pruned", "reports/prune_cnn"
 
 
 def main(p: Params) -> None:
     q, folds, images = p.prune, load_folds(p.data.classes), load_images("cnn")
+    histograms = channel_histograms(images)  # the folds' stats for every variant, from one pass
     pruners, trace = [], load_unpruned_trace(CNN_DIR, q.mode)  # where pruning could first act
 
     def fit_fold(fold):
-        data = fold_tensors(images, folds, fold.k)
+        data = fold_tensors(images, folds, fold.k, histograms)
         fit = pruned_fold(q, p.cnn, CNN_DIR, trace, data, fold, tracking.log_metrics)
         pruners.append(fit.notes["pruner"])
         return fit
@@ -31,7 +32,7 @@ def main(p: Params) -> None:
 
     def fit_control(kind):
         def fit_fold(fold):
-            data = fold_tensors(images, folds, fold.k)
+            data = fold_tensors(images, folds, fold.k, histograms)
             unpruned = firsts[fold.k]  # the unpruned run where the control's first removal is
             fit = control_fold(kind, schedules[fold.k], q, p.cnn, CNN_DIR, data, fold, unpruned)
             removed_ids[kind] += [{"fold": fold.k, **r} for r in fit.notes["removal"].log]

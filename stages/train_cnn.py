@@ -9,7 +9,7 @@ from emoprune.pipeline.outputs import atomic_path
 from emoprune.pipeline.params import Params
 from emoprune.pipeline.stage import run_stage
 from emoprune.pruning.callbacks import AngleTrace, save_unpruned_trace
-from emoprune.training.crossval import fold_tensors, load_folds
+from emoprune.training.crossval import channel_histograms, fold_tensors, load_folds
 from emoprune.training.loop import resolve_device
 from emoprune.training.recipes import train_cnn_fold
 
@@ -18,10 +18,11 @@ OUT, REPORTS = "outputs/models/cnn", "reports/train_cnn"
 
 def main(p: Params) -> None:
     device, folds, images = resolve_device(p.device), load_folds(p.data.classes), load_images("cnn")
+    histograms = channel_histograms(images)  # each fold's normalisation stats, from one pass
     rows = []  # the traces' rows; not the traces, which hold their fold's images
 
     def fit_fold(fold):
-        data = fold_tensors(images, folds, fold.k)
+        data = fold_tensors(images, folds, fold.k, histograms)
         trace = AngleTrace(
             HIDDEN_LAYERS,
             p.cnn.trace_mode,

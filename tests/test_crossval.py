@@ -7,6 +7,7 @@ from emoprune.data import folds as data_folds
 from emoprune.data.folds import Folds, load_folds
 from emoprune.data.ingest import build_manifest, manifest_csv
 from emoprune.evaluation.statistics import mean_rows, mean_std, summarise
+from emoprune.models.inputs import channel_histograms
 from emoprune.pipeline.outputs import write_text
 from emoprune.training import crossval
 from emoprune.training.crossval import fold_tensors
@@ -97,6 +98,18 @@ def test_fold_tensors_normalise_with_training_stats_only():
     np.testing.assert_allclose(data.mean, [1, 1, 1])  # from the training part only
     assert data.x_train.shape == (3, 3, 4, 4) and data.x_val.shape == (3, 3, 4, 4)
     assert torch.equal(data.y_val, torch.tensor([0, 1, 0]))
+
+
+def test_fold_tensors_from_histograms_are_the_same_tensors():
+    f = make_folds()
+    images = np.random.default_rng(3).integers(0, 256, (6, 5, 5, 3), dtype=np.uint8)
+    hist = channel_histograms(images)
+    for k in f.ids:
+        plain, cached = fold_tensors(images, f, k), fold_tensors(images, f, k, hist)
+        assert np.array_equal(plain.mean, cached.mean) and np.array_equal(plain.std, cached.std)
+        assert torch.equal(plain.x_train, cached.x_train) and torch.equal(plain.x_val, cached.x_val)
+    with pytest.raises(ValueError, match="5 histograms for 6 images"):
+        fold_tensors(images, f, 0, hist[:5])
 
 
 def test_mean_std_uses_sample_std():

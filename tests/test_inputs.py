@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from emoprune.models.inputs import channel_stats, take_rows, to_tensor_images
+from emoprune.models.inputs import (
+    channel_histograms,
+    channel_stats,
+    histogram_stats,
+    take_rows,
+    to_tensor_images,
+)
 
 
 def test_channel_stats_known_array():
@@ -26,6 +32,24 @@ def test_channel_stats_chunks_match_numpy():
         mean, std = channel_stats(images, chunk=chunk)
         np.testing.assert_allclose(mean, scaled.mean(axis=(0, 1, 2)), rtol=1e-12)
         np.testing.assert_allclose(std, scaled.std(axis=(0, 1, 2)), rtol=1e-9)
+
+
+def test_channel_histograms_count_each_image_and_sum_to_any_subsets_stats():
+    images = np.random.default_rng(1).integers(0, 256, (70, 6, 5, 3), dtype=np.uint8)
+    images[3] = 255  # the top bin, in an image past the first chunk's offsets
+    for chunk in (1, 7, 64, 100):  # 100 * 768 bins need uint32 indices
+        hist = channel_histograms(images, chunk=chunk)
+        assert hist.shape == (70, 3, 256) and hist.dtype == np.int64
+        for i in (0, 3, 69):
+            for c in range(3):
+                expected = np.bincount(images[i, ..., c].ravel(), minlength=256)
+                assert np.array_equal(hist[i, c], expected)
+    subset = np.array([2, 3, 11, 40, 69])
+    mean, std = histogram_stats(hist[subset].sum(axis=0))
+    expected_mean, expected_std = channel_stats(images[subset])
+    assert np.array_equal(mean, expected_mean) and np.array_equal(std, expected_std)
+    with pytest.raises(ValueError, match="at least one pixel"):
+        histogram_stats(np.zeros((3, 256), np.int64))
 
 
 def test_to_tensor_images_layout_and_normalisation():

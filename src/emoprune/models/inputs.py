@@ -10,33 +10,58 @@ import numpy as np
 import torch
 
 
-def channel_stats(
-    images_uint8_nhwc: np.ndarray, *, chunk: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and (population) std of (N, H, W, 3) uint8 images on the [0, 1] scale.
+def channel_histograms(images_uint8_nhwc: np.ndarray, *, chunk: int = 64) -> np.ndarray:
+    """Each image's count of each of the 256 values in each channel: (N, 3, 256) int64, for
+    (N, H, W, 3) uint8 images.
 
-    The sums are exact integers, taken from each channel's histogram of the 256 values: one
-    ``bincount`` per ``chunk`` images, twice as fast as summing the (pixels, 3) columns; the
-    memory is an integer copy of one chunk (80 MB for 64 frames of 227 px). Returns two float64
-    (3,).
+    Summed over any subset of the images they give that subset's ``channel_stats`` exactly
+    (``histogram_stats``): a stage that normalises every fold computes them once, not once per
+    fold and model. One ``bincount`` per ``chunk`` images, the image and channel folded into the
+    bin number; the memory is an integer copy of one chunk (80 MB for 64 frames of 227 px).
     """
     images = np.asarray(images_uint8_nhwc)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
-    if images.shape[0] == 0:
-        raise ValueError("channel_stats needs at least one image")
-    hist = np.zeros(3 * 256, dtype=np.int64)
-    offsets = np.array([0, 256, 512], dtype=np.uint16)  # channel c counts into bins 256c..
-    for start in range(0, images.shape[0], chunk):
-        bins = images[start : start + chunk].reshape(-1, 3) + offsets
-        hist += np.bincount(bins.ravel(), minlength=3 * 256)
-    hist = hist.reshape(3, 256).astype(np.uint64)
+    n = images.shape[0]
+    out = np.empty((n, 3, 256), dtype=np.int64)
+    bins = 3 * 256
+    dtype = np.uint16 if chunk * bins <= 1 << 16 else np.uint32  # the largest bin must fit
+    for start in range(0, n, chunk):
+        part = images[start : start + chunk]
+        c = len(part)
+        # Value v of channel ch in image i counts into bin 768 i + 256 ch + v.
+        offsets = np.arange(c, dtype=dtype)[:, None] * bins + np.arange(3, dtype=dtype) * 256
+        index = part + offsets.reshape(c, 1, 1, 3)  # in offsets' dtype
+        out[start : start + c] = np.bincount(index.ravel(), minlength=c * bins).reshape(c, 3, 256)
+    return out
+
+
+def histogram_stats(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (population) std on the [0, 1] scale of images whose channel
+    histograms (``channel_histograms``) sum to ``hist`` (3, 256). The sums are exact integers.
+    Returns two float64 (3,)."""
+    hist = np.asarray(hist).astype(np.uint64)
+    count = int(hist[0].sum())
+    if count == 0:
+        raise ValueError("channel statistics need at least one pixel")
     values = np.arange(256, dtype=np.uint64)
     total, total_sq = hist @ values, hist @ (values * values)
-    count = images.shape[0] * images.shape[1] * images.shape[2]
     mean = total / (255.0 * count)
     var = total_sq / (255.0**2 * count) - mean**2
     return mean, np.sqrt(np.maximum(var, 0.0))  # clamp tiny negative rounding
+
+
+def channel_stats(
+    images_uint8_nhwc: np.ndarray, *, chunk: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (population) std of (N, H, W, 3) uint8 images on the [0, 1] scale,
+    from their histograms (``channel_histograms``): exact integer sums, twice as fast as summing
+    the (pixels, 3) columns. Returns two float64 (3,).
+    """
+    images = np.asarray(images_uint8_nhwc)
+    if images.ndim == 4 and images.shape[0] == 0:
+        raise ValueError("channel_stats needs at least one image")
+    return histogram_stats(channel_histograms(images, chunk=chunk).sum(axis=0))
 
 
 def to_tensor_images(

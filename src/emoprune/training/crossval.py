@@ -17,13 +17,20 @@ import numpy as np
 import torch
 from torch import nn
 
-# Re-exported: the training stages import the folds and the fold tensors from here.
+# Re-exported: the training stages import the folds, the images' histograms and the fold tensors
+# from here.
 from emoprune.data.folds import Folds, folds_from_records, load_folds
 from emoprune.evaluation.scores import accuracy_and_f1
-from emoprune.models.inputs import channel_stats, to_tensor_images
+from emoprune.models.inputs import (
+    channel_histograms,
+    channel_stats,
+    histogram_stats,
+    to_tensor_images,
+)
 from emoprune.training.loop import predict_proba
 
 __all__ = [
+    "channel_histograms",
     "Folds",
     "FoldTensors",
     "folds_from_records",
@@ -50,11 +57,23 @@ class FoldTensors:
     std: np.ndarray
 
 
-def fold_tensors(images: np.ndarray, folds: Folds, k: int) -> FoldTensors:
-    """Split (N, S, S, 3) uint8 ``images`` for split ``k`` and normalise with training stats."""
+def fold_tensors(
+    images: np.ndarray, folds: Folds, k: int, histograms: np.ndarray | None = None
+) -> FoldTensors:
+    """Split (N, S, S, 3) uint8 ``images`` for split ``k`` and normalise with training stats.
+
+    ``histograms``: the images' ``models.inputs.channel_histograms`` (N, 3, 256), when the
+    caller builds several folds (or models) from the same images: the training stats are then
+    their sum over the fold's training rows, the same numbers without reading its pixels again.
+    """
     train, val = folds.split(k)
     train_images = np.asarray(images[train])
-    mean, std = channel_stats(train_images)
+    if histograms is None:
+        mean, std = channel_stats(train_images)
+    else:
+        if len(histograms) != len(images):
+            raise ValueError(f"{len(histograms)} histograms for {len(images)} images")
+        mean, std = histogram_stats(histograms[train].sum(axis=0))
     return FoldTensors(
         x_train=to_tensor_images(train_images, mean, std),
         y_train=torch.from_numpy(folds.labels[train]),
