@@ -66,7 +66,7 @@ def test_skip_epoch_counts_both_thresholds_and_is_conservative():
     assert skip_epoch(_rows(quiet), _prune(every=60), 10, 50) == 10  # no check at all
 
 
-def _train_unpruned(folder, data, cnn, mode):
+def _train_unpruned(folder, data, cnn, mode, precision="fp32"):
     """train_cnn in small: checkpoints every cnn.checkpoint_every, the angle trace, the record."""
     torch.manual_seed(0)
     model = CNN(7, in_size=67)
@@ -84,6 +84,7 @@ def _train_unpruned(folder, data, cnn, mode):
         seed=7,
         callbacks=[saver, trace],
         progress=False,
+        precision=precision,
     )
     save_cnn(checkpoint_path(folder, 0), model, epoch=cnn.epochs)  # the final model
     epoch_rows = [{"fold": 0, **vars(h)} for h in history]
@@ -118,10 +119,10 @@ def _prune_at(threshold, mode):
     )
 
 
-def _pruned_run(tmp_path, name, prune, cnn, trace, data):
+def _pruned_run(tmp_path, name, prune, cnn, trace, data, precision="fp32"):
     """pruned_fold from the checkpoints in ``tmp_path``: (fit, MLflow log, epochs logged)."""
     logged, epochs_logged = [], []
-    fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path / name)
+    fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path / name, (), precision)
     fold = fold.with_callbacks(lambda stats, model: epochs_logged.append(stats.epoch))
     out = pruned_fold(
         prune, cnn, str(tmp_path), trace, data, fold, lambda m, s: logged.append((s, m))
@@ -149,18 +150,27 @@ def _assert_same_run(full, short):
         np.testing.assert_array_equal(pf.histograms[when]["fc1"], ps.histograms[when]["fc1"])
 
 
+# bf16: the default where the CPU has AVX512-BF16 or AMX (emulated elsewhere, slower, the same
+# bits), with its own first layer on pixel blocks and validation in bf16 but the last epoch.
+PRECISIONS = ["fp32", "bf16"]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("mode", ["output_weights", "activations"])
-def test_a_pruned_fold_resumed_later_ends_with_the_same_weights_and_records(tmp_path, mode):
+def test_a_pruned_fold_resumed_later_ends_with_the_same_weights_and_records(
+    tmp_path, mode, precision
+):
     cnn = SimpleNamespace(**CNN_SMALL)
     data = random_fold()
-    rows = _train_unpruned(tmp_path, data, cnn, mode)
+    rows = _train_unpruned(tmp_path, data, cnn, mode, precision)
     # A threshold that no epoch before 4 reaches and epoch 4 or 5 does: a check acts first
     # there, so the shortcut resumes train_cnn's checkpoint of epoch 4 instead of 2.
     first, threshold = _first_acting(rows, (4, 5))
     assert 0 < threshold < 90
     prune = _prune_at(threshold, mode)
-    full = _pruned_run(tmp_path, "full", prune, cnn, {}, data)
-    short = _pruned_run(tmp_path, "shortcut", prune, cnn, load_unpruned_trace(tmp_path, mode), data)
+    full = _pruned_run(tmp_path, "full", prune, cnn, {}, data, precision)
+    trace = load_unpruned_trace(tmp_path, mode)
+    short = _pruned_run(tmp_path, "shortcut", prune, cnn, trace, data, precision)
     assert full[0].metrics["resumed_at_epoch"] == 2 and short[0].metrics["resumed_at_epoch"] == 4
     assert full[0].notes["mask"].removed["fc1"], "the threshold must make pruning act"
     _assert_same_run(full, short)
@@ -188,21 +198,25 @@ def test_a_fold_no_earlier_check_acts_on_takes_the_final_model_and_checks_it(tmp
     _assert_same_run(full, short)
 
 
-def test_controls_resume_at_the_pruned_runs_first_removal_with_the_same_results(tmp_path):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_controls_resume_at_the_pruned_runs_first_removal_with_the_same_results(
+    tmp_path, precision
+):
     cnn = SimpleNamespace(**CNN_SMALL)
     data = random_fold()
-    rows = _train_unpruned(tmp_path, data, cnn, "output_weights")
+    rows = _train_unpruned(tmp_path, data, cnn, "output_weights", precision)
     # A check that first acts at an odd epoch, past the checkpoint (every 2) before it.
     first, threshold = _first_acting(rows, (3, 5))
     prune = _prune_at(threshold, "output_weights")
-    pruned, _, _ = _pruned_run(tmp_path, "pruned", prune, cnn, {}, data)
+    pruned, _, _ = _pruned_run(tmp_path, "pruned", prune, cnn, {}, data, precision)
     unpruned = pruned.notes["pruner"].before_first_removal
     schedule = schedule_from_log(pruned.notes["pruner"].log_ids, 0)
     assert unpruned.epoch == min(schedule) == first
     for kind in ("random", "magnitude"):  # both from one state: each takes its own copy
         runs = []
         for name, start in (("checkpoint", None), ("unpruned", unpruned)):
-            fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path / kind / name)
+            out = tmp_path / kind / name
+            fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), out, (), precision)
             runs.append(control_fold(kind, schedule, prune, cnn, str(tmp_path), data, fold, start))
         old, new = runs
         assert old.metrics["resumed_at_epoch"] == first - 1
