@@ -1,8 +1,10 @@
 import re
+import shutil
+import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, subprocess_env
 from emoprune.choices import EMOTIONS
 from emoprune.errors import UserError
 from emoprune.pipeline.params import load_params, parse_params
@@ -251,3 +253,35 @@ def test_a_data_folder_that_exists_passes_and_a_file_does_not(tmp_path):
     (tmp_path / "frames.zip").write_bytes(b"PK")
     with pytest.raises(UserError, match=r"data.raw: frames.zip is not a folder \(put SFEW"):
         check_data_folder("frames.zip", tmp_path)
+
+
+def test_dvc_exp_run_set_param_changes_only_the_line_it_sets(tmp_path):
+    """`dvc exp run -S` writes params.yaml back with every list rewritten: written as flow lists
+    they came back in block style with their comments moved, and a list that ended a section took
+    the blank line after it along. The repo's file is written so that only the value set changes."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  noop:\n    cmd: python -c pass\n    params: [prune.threshold, cv.folds]\n"
+    )
+    env = subprocess_env(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t")
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "params"],
+        ["dvc", "exp", "run", "-q", "-S", "prune.threshold=15", "-S", "cv.folds=3"],
+    ):
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, (cmd, proc.stdout, proc.stderr)
+    before = (REPO / "params.yaml").read_text().splitlines()
+    after = (tmp_path / "params.yaml").read_text().splitlines()
+    assert len(after) == len(before)
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert changed == [
+        ("  folds: 5", "  folds: 3"),
+        (
+            "  threshold: 25   # degrees: similar below it, complementary above 180 - it",
+            "  threshold: 15   # degrees: similar below it, complementary above 180 - it",
+        ),
+    ]
