@@ -150,8 +150,9 @@ def _assert_same_run(full, short):
         np.testing.assert_array_equal(pf.histograms[when]["fc1"], ps.histograms[when]["fc1"])
 
 
-# bf16: the default where the CPU has AVX512-BF16 or AMX (emulated elsewhere, slower, the same
-# bits), with its own first layer on pixel blocks and validation in bf16 but the last epoch.
+# bf16: what precision auto trains in where the CPU has AVX512-BF16 or AMX (emulated elsewhere),
+# with the CNN's first layer on pixel blocks and validation in bf16 but the last epoch. Each test
+# compares runs on one machine; the thresholds it picks held with oneDNN limited to AVX2 too.
 PRECISIONS = ["fp32", "bf16"]
 
 
