@@ -1,13 +1,13 @@
 import re
 import shutil
-import subprocess
 
 import pytest
 
-from conftest import REPO, subprocess_env
+from conftest import REPO
 from emoprune.choices import EMOTIONS
 from emoprune.errors import UserError
 from emoprune.pipeline.params import load_params, parse_params
+from tinyrepo import commit, run
 
 
 def test_repo_params_load_and_hold_the_papers_defaults():
@@ -263,17 +263,10 @@ def test_dvc_exp_run_set_param_changes_only_the_line_it_sets(tmp_path):
     (tmp_path / "dvc.yaml").write_text(
         "stages:\n  noop:\n    cmd: python -c pass\n    params: [prune.threshold, cv.folds]\n"
     )
-    env = subprocess_env(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t")
-    env["GIT_COMMITTER_EMAIL"] = "t@t"
-    for cmd in (
-        ["git", "init", "-q"],
-        ["dvc", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-qm", "params"],
-        ["dvc", "exp", "run", "-q", "-S", "prune.threshold=15", "-S", "cv.folds=3"],
-    ):
-        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, (cmd, proc.stdout, proc.stderr)
+    run(tmp_path, "git", "init", "-q")
+    run(tmp_path, "dvc", "init", "-q")
+    commit(tmp_path, "params")
+    run(tmp_path, "dvc", "exp", "run", "-q", "-S", "prune.threshold=15", "-S", "cv.folds=3")
     before = (REPO / "params.yaml").read_text().splitlines()
     after = (tmp_path / "params.yaml").read_text().splitlines()
     assert len(after) == len(before)
