@@ -50,6 +50,8 @@ def test_channel_histograms_count_each_image_and_sum_to_any_subsets_stats():
     assert np.array_equal(mean, expected_mean) and np.array_equal(std, expected_std)
     with pytest.raises(ValueError, match="at least one pixel"):
         histogram_stats(np.zeros((3, 256), np.int64))
+    with pytest.raises(ValueError, match="at least one pixel"):
+        channel_stats(images[:0])
 
 
 def test_to_tensor_images_layout_and_normalisation():

@@ -58,10 +58,8 @@ def channel_stats(
     from their histograms (``channel_histograms``): exact integer sums, twice as fast as summing
     the (pixels, 3) columns. Returns two float64 (3,).
     """
-    images = np.asarray(images_uint8_nhwc)
-    if images.ndim == 4 and images.shape[0] == 0:
-        raise ValueError("channel_stats needs at least one image")
-    return histogram_stats(channel_histograms(images, chunk=chunk).sum(axis=0))
+    # No images: histogram_stats refuses their all-zero sum.
+    return histogram_stats(channel_histograms(images_uint8_nhwc, chunk=chunk).sum(axis=0))
 
 
 def to_tensor_images(
