@@ -30,7 +30,8 @@ from emoprune.pruning.shrink import shrink
 from emoprune.training import checkpoints as ckpt
 from emoprune.training.crossval import FoldTensors, score
 from emoprune.training.driver import FoldContext, FoldFit
-from emoprune.training.loop import EpochStats, adam, fit
+from emoprune.training.loop import EpochStats, adam
+from emoprune.training.recipes import fit_cnn
 
 # Degrees. The trace's angles and the check's come from the same float64 code; the margin only
 # makes a near-threshold epoch count as acting (resuming earlier is always safe).
@@ -159,20 +160,8 @@ def prune_fold(
         pruner(history[-1], model)
     else:
         pruner.record(at, model, acts if skip is None else pruner.activations(model))
-    history += fit(
-        model,
-        (data.x_train, data.y_train),
-        val,
-        optimizer=opt,
-        epochs=cnn.epochs,
-        batch_size=cnn.batch_size,
-        device=fold.device,
-        seed=fold.seed,
-        start_epoch=at,
-        augment=cnn.augment,
-        desc=f"prune fold {fold.k}",
-        callbacks=[*fold.callbacks, pruner],
-        precision=fold.precision,
+    history += fit_cnn(
+        model, data, cnn, fold, opt, desc="prune", callbacks=[pruner], start_epoch=at
     )
     # The stage keeps the pruner for its records and the controls' start, not the fold's images.
     pruner.x_train, pruner.optimizer = None, None
@@ -296,20 +285,8 @@ def baseline_fold(
     if resumed_at < cnn.epochs:
         opt = adam(model, cnn.lr, opt_state)
         mask.attach(opt)
-        history = fit(
-            model,
-            (data.x_train, data.y_train),
-            (data.x_val, data.y_val),
-            optimizer=opt,
-            epochs=cnn.epochs,
-            batch_size=cnn.batch_size,
-            device=fold.device,
-            seed=fold.seed,
-            start_epoch=resumed_at,
-            augment=cnn.augment,
-            desc=f"{kind} fold {fold.k}",
-            callbacks=[*fold.callbacks, removal],
-            precision=fold.precision,
+        history = fit_cnn(
+            model, data, cnn, fold, opt, desc=kind, callbacks=[removal], start_epoch=resumed_at
         )
     small, sizes = _shrink_and_size(model, mask, fold.device)
     return FoldFit(

@@ -22,7 +22,7 @@ from emoprune.models.mlp import mlp
 from emoprune.training import checkpoints as ckpt
 from emoprune.training.crossval import FoldTensors
 from emoprune.training.driver import FoldContext, FoldFit
-from emoprune.training.loop import adam, fit
+from emoprune.training.loop import Callback, EpochStats, adam, fit
 
 
 def train_cnn_fold(cfg: Any, data: FoldTensors, fold: FoldContext, in_size: int) -> FoldFit:
@@ -44,20 +44,7 @@ def train_cnn_fold(cfg: Any, data: FoldTensors, fold: FoldContext, in_size: int)
         "classes": list(fold.classes),
     }
     every = ckpt.CheckpointEvery(fold.out, fold.k, cfg.checkpoint_every, cfg.epochs, opt, meta)
-    history = fit(
-        model,
-        (data.x_train, data.y_train),
-        (data.x_val, data.y_val),
-        optimizer=opt,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        device=fold.device,
-        seed=fold.seed,
-        augment=cfg.augment,
-        desc=f"cnn fold {fold.k}",
-        callbacks=[*fold.callbacks, every],
-        precision=fold.precision,
-    )
+    history = fit_cnn(model, data, cfg, fold, opt, desc="cnn", callbacks=[every])
     ckpt.save_cnn(ckpt.checkpoint_path(fold.out, fold.k), model, epoch=cfg.epochs, **meta)
     seconds = float(np.mean([h.seconds for h in history]))
     return FoldFit(
@@ -66,6 +53,41 @@ def train_cnn_fold(cfg: Any, data: FoldTensors, fold: FoldContext, in_size: int)
         (data.x_train, data.y_train),
         (data.x_val, data.y_val),
         {"seconds_per_epoch": seconds},
+    )
+
+
+def fit_cnn(
+    model: torch.nn.Module,
+    data: FoldTensors,
+    cfg: Any,
+    fold: FoldContext,
+    optimizer: torch.optim.Optimizer,
+    *,
+    desc: str,
+    callbacks: Sequence[Callback] = (),
+    start_epoch: int = 0,
+) -> list[EpochStats]:
+    """Train the CNN on ``data``'s training part from ``start_epoch`` to ``cfg.epochs`` (``cfg``:
+    the cnn section: its budget, batch size and augmentation), validated on the held-out part,
+    with the fold's callbacks and then ``callbacks``.
+
+    The one schedule of train_cnn, prune_cnn and the equal-size controls: a pruned run and its
+    unpruned twin differ only in what their callbacks do to the network.
+    """
+    return fit(
+        model,
+        (data.x_train, data.y_train),
+        (data.x_val, data.y_val),
+        optimizer=optimizer,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        device=fold.device,
+        seed=fold.seed,
+        start_epoch=start_epoch,
+        augment=cfg.augment,
+        desc=f"{desc} fold {fold.k}",
+        callbacks=[*fold.callbacks, *callbacks],
+        precision=fold.precision,
     )
 
 
