@@ -256,18 +256,25 @@ def results():
     }
 
 
+def _markdown(results_, **overrides) -> str:
+    """comparison_markdown of ``results_`` for a plain 5-fold run with no byte-identical twins,
+    no comparisons and no weights note, but what ``overrides`` sets."""
+    kwargs = {
+        "protocol": "none",
+        "n_folds": 5,
+        "comparisons": None,
+        "weights_note": None,
+        "twins": {"per_fold": {}, "total": 0, "examples": []},
+        "class_names": CLASSES,
+        **overrides,
+    }
+    return comparison_markdown(results_, **kwargs)
+
+
 def test_comparison_markdown():
     paired = paired_comparison({0: 0.3, 1: 0.4}, {0: 0.35, 1: 0.5}, "CNN", "pruned CNN")
     twins = {"per_fold": {0: 2, 1: 0}, "total": 2, "examples": [(3, 10)]}
-    md = comparison_markdown(
-        results(),
-        protocol="none",
-        n_folds=5,
-        comparisons={"vs_cnn": paired},
-        weights_note=None,
-        twins=twins,
-        class_names=CLASSES,
-    )
+    md = _markdown(results(), comparisons={"vs_cnn": paired}, twins=twins)
     header = next(line for line in md.splitlines() if line.startswith("| model"))
     assert "published train acc" in header and "published test acc" in header
     cnn_row = next(line for line in md.splitlines() if line.startswith("| CNN |"))
@@ -287,15 +294,7 @@ def test_comparison_markdown():
 def test_comparison_markdown_clean_run_has_no_warnings():
     r = results()
     r["resnet18"].update(acc_mean=0.33, weights="imagenet")
-    md = comparison_markdown(
-        r,
-        protocol="clip",
-        n_folds=5,
-        comparisons=None,
-        weights_note=None,
-        twins={"per_fold": {0: 0}, "total": 0, "examples": []},
-        class_names=CLASSES,
-    )
+    md = _markdown(r, protocol="clip", twins={"per_fold": {0: 0}, "total": 0, "examples": []})
     assert "LEAKAGE CAUTION" not in md and "NOT transfer learning" not in md
     assert "WARNING" not in md and "cv.group_by=clip" in md
 
@@ -345,17 +344,7 @@ def test_report_states_pruning_the_sample_the_plateau_and_the_published_caveats(
         "every": 1,
         "epochs": 50,
     }
-    md = comparison_markdown(
-        r,
-        protocol="none",
-        n_folds=5,
-        comparisons=None,
-        weights_note=None,
-        twins={"per_fold": {}, "total": 0, "examples": []},
-        class_names=tuple("ABCDEFG"),
-        pruning=pruning,
-        generated_sample=True,
-    )
+    md = _markdown(r, class_names=tuple("ABCDEFG"), pruning=pruning, generated_sample=True)
     assert "Ran on the generated sample, not on SFEW" in md
     assert "fc1: 29.2 of 512 (mean over folds; per fold 14, 6, 30, 64, 32)" in md
     assert "threshold 25°" in md and "epoch 10" in md and "budget of 50 epochs" in md
@@ -372,15 +361,7 @@ def test_report_states_pruning_the_sample_the_plateau_and_the_published_caveats(
 def test_an_unchanged_pruned_network_is_reported_as_such():
     r = results()
     r["pruned"].update(ms_per_image=0.88, ms_q25=0.8, ms_q75=0.9, unchanged=True)
-    md = comparison_markdown(
-        r,
-        protocol="none",
-        n_folds=5,
-        comparisons=None,
-        weights_note=None,
-        twins={"per_fold": {}, "total": 0, "examples": []},
-        class_names=CLASSES,
-    )
+    md = _markdown(r)
     pruned_row = next(line for line in md.splitlines() if line.startswith("| CNN + pruning"))
     assert "= CNN (unchanged)" in pruned_row and "0.88" not in pruned_row
     assert "generated sample" not in md
@@ -481,15 +462,7 @@ def test_the_controls_share_one_table_with_the_cnn_and_each_comparison_has_a_ver
         "the pruned CNN's accuracy differs from the random-removal control's"
         in (compared["vs_random"]["verdict"])
     )
-    md = comparison_markdown(
-        r,
-        protocol="none",
-        n_folds=2,
-        comparisons=compared,
-        weights_note=None,
-        twins={"per_fold": {}, "total": 0, "examples": []},
-        class_names=CLASSES,
-    )
+    md = _markdown(r, n_folds=2, comparisons=compared)
     section = md.split("## Does pruning help")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| CNN")]
     assert [row.split(" | ")[0] for row in rows[:4]] == [
@@ -553,16 +526,7 @@ def test_repeated_k_fold_is_reported_per_repeat_and_tested_with_k_fold_correctio
     }
     compared = comparisons(r, test_fraction=1.0)  # K = 2: n_test/n_train = 1
     assert compared["vs_cnn"]["n"] == 4
-    md = comparison_markdown(
-        r,
-        protocol="none",
-        n_folds=4,
-        repeats=2,
-        comparisons=compared,
-        weights_note=None,
-        twins={"per_fold": {}, "total": 0, "examples": []},
-        class_names=CLASSES,
-    )
+    md = _markdown(r, n_folds=4, repeats=2, comparisons=compared)
     assert "2-fold stratified CV repeated 2 times" in md
     table = md.split("## Per repeat")[1].split("\n## ")[0]
     assert "| CNN | 35.0% | 31.0% |" in table
