@@ -18,7 +18,8 @@ from emoprune.pruning.callbacks import AngleTrace, load_unpruned_trace, save_unp
 from emoprune.pruning.resume import control_fold, pruned_fold, skip_epoch
 from emoprune.training.checkpoints import CheckpointEvery, checkpoint_path, save_cnn
 from emoprune.training.driver import FoldContext
-from emoprune.training.loop import adam, fit
+from emoprune.training.loop import adam
+from emoprune.training.recipes import fit_cnn
 from folddata import random_fold
 
 LAYERS = ("fc1", "fc2", "fc3")
@@ -66,6 +67,11 @@ def test_skip_epoch_counts_both_thresholds_and_is_conservative():
     assert skip_epoch(_rows(quiet), _prune(every=60), 10, 50) == 10  # no check at all
 
 
+def _fold(out, precision="fp32"):
+    """Fold 0 of every run here: seed 7, on the CPU, checkpoints in ``out``."""
+    return FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), out, (), precision)
+
+
 def _train_unpruned(folder, data, cnn, mode, precision="fp32"):
     """train_cnn in small: checkpoints every cnn.checkpoint_every, the angle trace, the record."""
     torch.manual_seed(0)
@@ -73,19 +79,8 @@ def _train_unpruned(folder, data, cnn, mode, precision="fp32"):
     opt = adam(model, cnn.lr)
     saver = CheckpointEvery(folder, 0, cnn.checkpoint_every, cnn.epochs, opt, {})
     trace = AngleTrace(LAYERS, mode, None, data.x_train, "cpu", 0, lambda m, s: None)
-    history = fit(
-        model,
-        (data.x_train, data.y_train),
-        (data.x_val, data.y_val),
-        optimizer=opt,
-        epochs=cnn.epochs,
-        batch_size=cnn.batch_size,
-        device="cpu",
-        seed=7,
-        callbacks=[saver, trace],
-        progress=False,
-        precision=precision,
-    )
+    fold = _fold(folder, precision)
+    history = fit_cnn(model, data, cnn, fold, opt, desc="cnn", callbacks=[saver, trace])
     save_cnn(checkpoint_path(folder, 0), model, epoch=cnn.epochs)  # the final model
     epoch_rows = [{"fold": 0, **vars(h)} for h in history]
     save_unpruned_trace(folder, mode, epoch_rows, trace.rows)
@@ -122,8 +117,9 @@ def _prune_at(threshold, mode):
 def _pruned_run(tmp_path, name, prune, cnn, trace, data, precision="fp32"):
     """pruned_fold from the checkpoints in ``tmp_path``: (fit, MLflow log, epochs logged)."""
     logged, epochs_logged = [], []
-    fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path / name, (), precision)
-    fold = fold.with_callbacks(lambda stats, model: epochs_logged.append(stats.epoch))
+    fold = _fold(tmp_path / name, precision).with_callbacks(
+        lambda stats, model: epochs_logged.append(stats.epoch)
+    )
     out = pruned_fold(
         prune, cnn, str(tmp_path), trace, data, fold, lambda m, s: logged.append((s, m))
     )
@@ -217,8 +213,11 @@ def test_controls_resume_at_the_pruned_runs_first_removal_with_the_same_results(
         runs = []
         for name, start in (("checkpoint", None), ("unpruned", unpruned)):
             out = tmp_path / kind / name
-            fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), out, (), precision)
-            runs.append(control_fold(kind, schedule, prune, cnn, str(tmp_path), data, fold, start))
+            runs.append(
+                control_fold(
+                    kind, schedule, prune, cnn, str(tmp_path), data, _fold(out, precision), start
+                )
+            )
         old, new = runs
         assert old.metrics["resumed_at_epoch"] == first - 1
         assert new.metrics["resumed_at_epoch"] == first
