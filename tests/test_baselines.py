@@ -15,7 +15,8 @@ from emoprune.pruning.mask import PruneMask, removed_by_weights
 from emoprune.pruning.resume import baseline_fold, resume_epoch
 from emoprune.training.checkpoints import CheckpointEvery, load_resumable
 from emoprune.training.driver import FoldContext
-from emoprune.training.loop import EpochStats, adam, fit
+from emoprune.training.loop import EpochStats, adam
+from fitting import quiet_fit
 from folddata import random_fold
 
 
@@ -121,17 +122,14 @@ def _train_with_checkpoints(tmp_path, data, cnn, epochs_to_save):
     model = small_cnn()
     opt = adam(model, cnn.lr)
     saver = CheckpointEvery(tmp_path, 0, 1, cnn.epochs + 1, opt, {})
-    fit(
+    quiet_fit(
         model,
         (data.x_train, data.y_train),
-        None,
         optimizer=opt,
         epochs=max(epochs_to_save),
         batch_size=cnn.batch_size,
-        device="cpu",
         seed=7,
         callbacks=[saver],
-        progress=False,
     )
 
 

@@ -6,7 +6,8 @@ from emoprune.pruning.callbacks import AngleTrace, Pruner, collect_activations
 from emoprune.pruning.mask import PruneMask
 from emoprune.training.checkpoints import CheckpointEvery, load_cnn_checkpoint
 from emoprune.training.crossval import fold_seed
-from emoprune.training.loop import adam, fit
+from emoprune.training.loop import adam
+from fitting import quiet_fit
 
 SIDE = 67  # the smallest input the conv stack takes: keeps these tests fast
 
@@ -25,32 +26,26 @@ def test_resuming_from_a_checkpoint_replays_the_uninterrupted_run(tmp_path):
     x, y = toy_data()
     straight = small_cnn()
     opt = adam(straight, 1e-3)
-    fit(
+    quiet_fit(
         straight,
         (x, y),
-        None,
         optimizer=opt,
         epochs=3,
         batch_size=8,
-        device="cpu",
         seed=1,
-        progress=False,
         callbacks=[CheckpointEvery(tmp_path, 0, 1, 3, opt, {"fold": 0})],
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fold0_epoch001.pt", "fold0_epoch002.pt"]
     resumed, meta, state = load_cnn_checkpoint(tmp_path / "fold0_epoch001.pt")
     assert meta["epoch"] == 1 and meta["fold"] == 0 and state is not None
-    fit(
+    quiet_fit(
         resumed,
         (x, y),
-        None,
         optimizer=adam(resumed, 1e-3, state),
         epochs=3,
         batch_size=8,
-        device="cpu",
         seed=1,
         start_epoch=1,
-        progress=False,
     )
     for a, b in zip(straight.parameters(), resumed.parameters()):
         torch.testing.assert_close(a, b)
@@ -110,18 +105,7 @@ def test_pruner_merges_a_duplicate_and_keeps_it_dead():
 
     pruner(EpochStats(0, 0, 0, None, None, 0, 0), model)
     assert mask.removed["fc2"] == {5} and calls == [1]
-    fit(
-        model,
-        (x, y),
-        None,
-        optimizer=opt,
-        epochs=3,
-        batch_size=8,
-        device="cpu",
-        seed=0,
-        progress=False,
-        callbacks=[pruner],
-    )
+    quiet_fit(model, (x, y), optimizer=opt, epochs=3, batch_size=8, callbacks=[pruner])
     assert torch.all(model.fc3.weight[:, 5] == 0) and torch.all(model.fc2.weight[5] == 0)
     assert [r["epoch"] for r in pruner.rows] == [0, 1, 2, 3]
     assert all(r["removed_total"] >= 1 for r in pruner.rows)

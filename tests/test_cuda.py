@@ -13,7 +13,8 @@ from emoprune.pruning.distinctiveness import prune_model
 from emoprune.pruning.mask import PruneMask
 from emoprune.pruning.shrink import shrink
 from emoprune.training.checkpoints import load_cnn_checkpoint, save_cnn
-from emoprune.training.loop import adam, fit, predict_proba, resolve_device, seed_everything
+from emoprune.training.loop import adam, predict_proba, resolve_device, seed_everything
+from fitting import quiet_fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -34,7 +35,7 @@ def test_training_on_the_gpu_matches_the_cpu():
     for device in ("cpu", "cuda"):
         seed_everything(0)
         model = CNN().to(device)
-        history = fit(
+        history = quiet_fit(
             model,
             (x, y),
             (x[:16], y[:16]),
@@ -42,8 +43,6 @@ def test_training_on_the_gpu_matches_the_cpu():
             epochs=2,
             batch_size=16,
             device=device,
-            seed=0,
-            progress=False,
         )
         losses[device] = [h.train_loss for h in history]
         assert next(model.parameters()).device.type == device
@@ -55,17 +54,7 @@ def test_a_gpu_checkpoint_loads_on_a_cpu_machine_and_resumes_on_the_gpu(tmp_path
     model = CNN().cuda()
     opt = adam(model, 6e-4)
     x, y = _data(16)
-    fit(
-        model,
-        (x.cuda(), y.cuda()),
-        None,
-        optimizer=opt,
-        epochs=1,
-        batch_size=8,
-        device="cuda",
-        seed=0,
-        progress=False,
-    )
+    quiet_fit(model, (x.cuda(), y.cuda()), optimizer=opt, epochs=1, batch_size=8, device="cuda")
     save_cnn(tmp_path / "fold0_epoch001.pt", model, opt, epoch=1)
     loaded, meta, state = load_cnn_checkpoint(tmp_path / "fold0_epoch001.pt")
     assert next(loaded.parameters()).device.type == "cpu" and meta["epoch"] == 1
@@ -74,17 +63,8 @@ def test_a_gpu_checkpoint_loads_on_a_cpu_machine_and_resumes_on_the_gpu(tmp_path
     )  # TF32 convs
     loaded.cuda()
     resumed = adam(loaded, 6e-4, state)  # Adam's moments follow the model to the GPU
-    history = fit(
-        loaded,
-        (x, y),
-        None,
-        optimizer=resumed,
-        epochs=2,
-        start_epoch=1,
-        batch_size=8,
-        device="cuda",
-        seed=0,
-        progress=False,
+    history = quiet_fit(
+        loaded, (x, y), optimizer=resumed, epochs=2, start_epoch=1, batch_size=8, device="cuda"
     )
     assert [h.epoch for h in history] == [2] and np.isfinite(history[0].train_loss)
 
@@ -100,17 +80,7 @@ def test_pruning_on_the_gpu_keeps_neurons_dead_and_shrinks_exactly():
     assert sum(len(r) for r in mask.removed.values()) > 0
     opt = adam(model, 1e-2)
     mask.attach(opt)
-    fit(
-        model,
-        (x.cuda(), y.cuda()),
-        None,
-        optimizer=opt,
-        epochs=2,
-        batch_size=8,
-        device="cuda",
-        seed=0,
-        progress=False,
-    )
+    quiet_fit(model, (x.cuda(), y.cuda()), optimizer=opt, epochs=2, batch_size=8, device="cuda")
     for layer in mask.layers:
         fc_in, fc_out = model.fc_pair(layer)
         dead = sorted(mask.removed[layer])
@@ -132,15 +102,5 @@ def test_resnet18_trains_channels_last_on_the_gpu():
     opt, _ = make_optimizer_and_scheduler(model)
     x, y = _data(16, 224)
     x = x.cuda().contiguous(memory_format=torch.channels_last)
-    history = fit(
-        model,
-        (x, y.cuda()),
-        None,
-        optimizer=opt,
-        epochs=2,
-        batch_size=8,
-        device="cuda",
-        seed=0,
-        progress=False,
-    )
+    history = quiet_fit(model, (x, y.cuda()), optimizer=opt, epochs=2, batch_size=8, device="cuda")
     assert all(np.isfinite(h.train_loss) for h in history)

@@ -30,6 +30,7 @@ from emoprune.training.crossval import fold_seed
 from emoprune.training.driver import FoldContext, cross_validate
 from emoprune.training.loop import fit, predict_proba, seed_everything
 from emoprune.training.recipes import finetune_resnet_fold
+from fitting import quiet_fit
 
 CLASSES = tuple("ABCDEFG")
 SEED = 1234
@@ -72,7 +73,7 @@ def _reference(
     opt, sched = make_optimizer_and_scheduler(
         model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.step_size, cfg.gamma
     )
-    history = fit(
+    history = quiet_fit(
         model,
         (x[TRAIN], y[TRAIN]),
         (x[VAL], y[VAL]),
@@ -80,9 +81,7 @@ def _reference(
         scheduler=sched,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
-        device="cpu",
         seed=seed,
-        progress=False,
         precision=precision,
     )
     return model, history

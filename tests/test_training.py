@@ -25,6 +25,7 @@ from emoprune.training.loop import (
     resolve_precision,
     seed_everything,
 )
+from fitting import quiet_fit
 
 CPU = torch.device("cpu")
 
@@ -67,16 +68,14 @@ def run(
         model.load_state_dict(state[0])
         optimizer.load_state_dict(state[1])
     kwargs.setdefault("val", make_data(48, seed=1))
-    history = fit(
+    history = quiet_fit(
         model,
         make_data(96, seed=0) if train is None else train,
         optimizer=optimizer,
         epochs=epochs,
         batch_size=16,
-        device=CPU,
         seed=seed,
         start_epoch=start_epoch,
-        progress=False,
         **kwargs,
     )
     return model, optimizer, history
@@ -103,17 +102,7 @@ def test_fit_trains_the_cnn():
     y = torch.randint(0, 7, (8,))
     before = copy.deepcopy(model.state_dict())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    (stats,) = fit(
-        model,
-        (x, y),
-        None,
-        optimizer=opt,
-        epochs=1,
-        batch_size=4,
-        device=CPU,
-        seed=0,
-        progress=False,
-    )
+    (stats,) = quiet_fit(model, (x, y), optimizer=opt, epochs=1, batch_size=4)
     assert np.isfinite(stats.train_loss) and stats.val_loss is None and stats.val_acc is None
     assert not torch.equal(before["fc1.weight"], model.fc1.weight)
 
@@ -149,17 +138,7 @@ def test_train_metrics_are_means_over_the_epoch():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
     train = make_data(50, seed=0)  # 50 = 3 batches of 16 + a partial batch of 2
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    (stats,) = fit(
-        model,
-        train,
-        None,
-        optimizer=opt,
-        epochs=1,
-        batch_size=16,
-        device=CPU,
-        seed=0,
-        progress=False,
-    )
+    (stats,) = quiet_fit(model, train, optimizer=opt, epochs=1, batch_size=16)
     loss, acc = evaluate(model, *train, device=CPU)
     assert stats.train_loss == pytest.approx(loss, rel=1e-5)
     assert stats.train_acc == acc
@@ -201,17 +180,8 @@ def test_scheduler_is_stepped_per_epoch_and_lr_reported():
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    history = fit(
-        model,
-        make_data(32, seed=0),
-        None,
-        optimizer=opt,
-        epochs=3,
-        batch_size=16,
-        device=CPU,
-        seed=0,
-        scheduler=sched,
-        progress=False,
+    history = quiet_fit(
+        model, make_data(32, seed=0), optimizer=opt, epochs=3, batch_size=16, scheduler=sched
     )
     assert [s.lr for s in history] == pytest.approx([0.1, 0.05, 0.025])
 
