@@ -1,5 +1,5 @@
-"""One fold of seeded random images for the pruning tests that train a small CNN: 24 training
-and 8 validation images, (3, 67, 67), labels cycling through the 7 classes."""
+"""One fold for the pruning tests that train a small CNN: its seeded random images (24 training
+and 8 validation images, (3, 67, 67), labels cycling through the 7 classes) and its context."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from emoprune.training.crossval import FoldTensors
+from emoprune.training.driver import FoldContext
 
 
 def random_fold(seed: int = 0) -> FoldTensors:
@@ -19,3 +20,8 @@ def random_fold(seed: int = 0) -> FoldTensors:
         mean=np.zeros(3),
         std=np.ones(3),
     )
+
+
+def cpu_fold(out, precision: str = "fp32") -> FoldContext:
+    """Fold 0 of these tests: seed 7, on the CPU, classes a-g, checkpoints in ``out``."""
+    return FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), out, (), precision)

@@ -14,10 +14,9 @@ from emoprune.pruning.baselines import ScheduledRemoval, choose, schedule_from_l
 from emoprune.pruning.mask import PruneMask, removed_by_weights
 from emoprune.pruning.resume import baseline_fold, resume_epoch
 from emoprune.training.checkpoints import CheckpointEvery, load_resumable
-from emoprune.training.driver import FoldContext
 from emoprune.training.loop import EpochStats, adam
 from fitting import quiet_fit
-from folddata import random_fold
+from folddata import cpu_fold, random_fold
 
 
 def small_cnn() -> CNN:
@@ -114,8 +113,7 @@ def test_a_control_resumes_from_the_latest_checkpoint_before_its_first_removal(s
 
 def _fold_and_data(tmp_path):
     data = random_fold()
-    fold = FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), tmp_path)
-    return fold, data
+    return cpu_fold(tmp_path), data
 
 
 def _train_with_checkpoints(tmp_path, data, cnn, epochs_to_save):

@@ -17,10 +17,9 @@ from emoprune.pruning.baselines import schedule_from_log
 from emoprune.pruning.callbacks import AngleTrace, load_unpruned_trace, save_unpruned_trace
 from emoprune.pruning.resume import control_fold, pruned_fold, skip_epoch
 from emoprune.training.checkpoints import CheckpointEvery, checkpoint_path, save_cnn
-from emoprune.training.driver import FoldContext
 from emoprune.training.loop import adam
 from emoprune.training.recipes import fit_cnn
-from folddata import random_fold
+from folddata import cpu_fold, random_fold
 
 LAYERS = ("fc1", "fc2", "fc3")
 
@@ -67,11 +66,6 @@ def test_skip_epoch_counts_both_thresholds_and_is_conservative():
     assert skip_epoch(_rows(quiet), _prune(every=60), 10, 50) == 10  # no check at all
 
 
-def _fold(out, precision="fp32"):
-    """Fold 0 of every run here: seed 7, on the CPU, checkpoints in ``out``."""
-    return FoldContext(0, 7, torch.device("cpu"), tuple("abcdefg"), out, (), precision)
-
-
 def _train_unpruned(folder, data, cnn, mode, precision="fp32"):
     """train_cnn in small: checkpoints every cnn.checkpoint_every, the angle trace, the record."""
     torch.manual_seed(0)
@@ -79,7 +73,7 @@ def _train_unpruned(folder, data, cnn, mode, precision="fp32"):
     opt = adam(model, cnn.lr)
     saver = CheckpointEvery(folder, 0, cnn.checkpoint_every, cnn.epochs, opt, {})
     trace = AngleTrace(LAYERS, mode, None, data.x_train, "cpu", 0, lambda m, s: None)
-    fold = _fold(folder, precision)
+    fold = cpu_fold(folder, precision)
     history = fit_cnn(model, data, cnn, fold, opt, desc="cnn", callbacks=[saver, trace])
     save_cnn(checkpoint_path(folder, 0), model, epoch=cnn.epochs)  # the final model
     epoch_rows = [{"fold": 0, **vars(h)} for h in history]
@@ -117,7 +111,7 @@ def _prune_at(threshold, mode):
 def _pruned_run(tmp_path, name, prune, cnn, trace, data, precision="fp32"):
     """pruned_fold from the checkpoints in ``tmp_path``: (fit, MLflow log, epochs logged)."""
     logged, epochs_logged = [], []
-    fold = _fold(tmp_path / name, precision).with_callbacks(
+    fold = cpu_fold(tmp_path / name, precision).with_callbacks(
         lambda stats, model: epochs_logged.append(stats.epoch)
     )
     out = pruned_fold(
@@ -215,7 +209,7 @@ def test_controls_resume_at_the_pruned_runs_first_removal_with_the_same_results(
             out = tmp_path / kind / name
             runs.append(
                 control_fold(
-                    kind, schedule, prune, cnn, str(tmp_path), data, _fold(out, precision), start
+                    kind, schedule, prune, cnn, str(tmp_path), data, cpu_fold(out, precision), start
                 )
             )
         old, new = runs
