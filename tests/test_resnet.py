@@ -16,6 +16,10 @@ from emoprune.models.resnet import (
     ARCHS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    BasicBlockBF16,
+    BottleneckBF16,
+    ReLUBF16,
+    bf16_out_of_place,
     build_resnet,
     make_optimizer_and_scheduler,
     prepare_inputs,
@@ -211,6 +215,61 @@ def test_recipe_step_and_schedule(torch_home):
     assert lrs[:7] == [0.001] * 7
     assert lrs[7:14] == pytest.approx([0.0001] * 7)
     assert lrs[14] == pytest.approx(0.00001)
+
+
+def _same_steps(ours: nn.Module, stock: nn.Module, x: torch.Tensor, bf16: bool) -> None:
+    """Two SGD steps of each model in train mode on ``x``; asserts that outputs, gradients and
+    the final state_dicts (BatchNorm's statistics included) are equal bit for bit."""
+    stock.load_state_dict(ours.state_dict())  # the same keys and shapes
+    stock.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in (ours, stock)]
+    for _ in range(2):
+        outs = []
+        for model in (ours, stock):
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                out = model(x)
+            out.float().square().mean().backward()
+            outs.append(out.detach())
+        assert torch.equal(*outs)
+        for (name, a), b in zip(ours.named_parameters(), stock.parameters(), strict=True):
+            assert torch.equal(a.grad, b.grad), name
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    for (name, a), b in zip(ours.state_dict().items(), stock.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_bf16_out_of_place_resnet18_computes_torchvisions_numbers_bit_for_bit(bf16, torch_home):
+    """build_resnet's ReLUs and additions, out of place in bf16, give torchvision's in-place
+    model's outputs, gradients and BatchNorm statistics exactly."""
+    ours, _ = build_resnet("resnet18", weights="none")
+    assert all(type(m) is ReLUBF16 for m in ours.modules() if isinstance(m, nn.ReLU))
+    assert sum(type(m) is BasicBlockBF16 for m in ours.modules()) == 8
+    stock = torchvision.models.resnet18(weights=None)
+    stock.fc = nn.Linear(512, 7)
+    assert all(m.inplace for m in stock.modules() if isinstance(m, nn.ReLU))
+    _same_steps(ours, stock, _x(4), bf16)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_bf16_out_of_place_bottleneck_computes_torchvisions_numbers_bit_for_bit(bf16):
+    """ResNet50's blocks likewise (two Bottlenecks, the first with a downsample)."""
+    from torchvision.models.resnet import Bottleneck
+
+    def blocks() -> nn.Sequential:
+        downsample = nn.Sequential(nn.Conv2d(32, 64, 1, stride=2, bias=False), nn.BatchNorm2d(64))
+        return nn.Sequential(
+            Bottleneck(32, 16, stride=2, downsample=downsample), Bottleneck(64, 16)
+        )
+
+    ours = bf16_out_of_place(blocks())
+    assert [type(m) for m in ours] == [BottleneckBF16, BottleneckBF16]
+    assert all(type(m) is ReLUBF16 for m in ours.modules() if isinstance(m, nn.ReLU))
+    x = torch.randn(4, 32, 16, 16, generator=torch.Generator().manual_seed(0))
+    _same_steps(ours.to(memory_format=torch.channels_last), blocks(), x, bf16)
 
 
 # --------------------------------------------------------------------------- inputs
