@@ -16,6 +16,7 @@ from emoprune.models.cnn import (
     count_parameters,
     to_blocks,
 )
+from emoprune.models.layers import ReLUBF16
 
 # Paper settings: 3x227x227 input, hidden (512, 128, 64), 7 classes. Weights + biases:
 #   conv1  3*11*11*16 + 16   =     5,824
@@ -71,7 +72,7 @@ def test_frozen_parameters_are_not_counted():
 def test_activations(batch, activation, kind):
     model = CNN(conv_activation=activation, fc_activation=activation)
     acts = [m for m in model.modules() if isinstance(m, (nn.Sigmoid, nn.ReLU, nn.Tanh))]
-    assert acts and all(type(m) is kind for m in acts)
+    assert acts and all(isinstance(m, kind) for m in acts)
     logits = model(batch)
     assert logits.shape == (2, 7)
     assert torch.isfinite(logits).all()
@@ -90,7 +91,7 @@ def test_default_is_conv_relu_he_and_fc_sigmoid_with_torchs_init(batch):
     torch.manual_seed(0)
     model = CNN()
     conv_acts = [type(m) for m in model.features if not isinstance(m, (nn.Conv2d, nn.MaxPool2d))]
-    assert conv_acts == [nn.ReLU] * 4 and type(model.act) is nn.Sigmoid
+    assert conv_acts == [ReLUBF16] * 4 and type(model.act) is nn.Sigmoid
     assert (model.conv_activation, model.fc_activation) == ("relu", "sigmoid")
     # He (fan-in, gain sqrt 2) on the convs, biases zero.
     conv = model.features[0]
@@ -218,6 +219,38 @@ def test_the_cnn_on_blocks_is_the_cnn_on_images(size):
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
     for blocked, plain in zip(grads[1], grads[0]):
         torch.testing.assert_close(blocked, plain, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_conv_relus_out_of_place_in_bf16_compute_the_in_place_numbers_bit_for_bit(bf16):
+    """ReLUBF16 (out of place on bf16 tensors) against nn.ReLU(inplace=True): the same logits,
+    gradients and weights over two Adam steps, on pixel blocks in bf16 as fit trains."""
+    torch.manual_seed(0)
+    ours = CNN(in_size=67)
+    stock = CNN(in_size=67)
+    stock.load_state_dict(ours.state_dict())
+    for i, layer in enumerate(stock.features):
+        if isinstance(layer, ReLUBF16):
+            stock.features[i] = nn.ReLU(inplace=True)
+    assert sum(type(m) is nn.ReLU for m in stock.features) == 4
+    x = torch.randn(8, 3, 67, 67, generator=torch.Generator().manual_seed(1))
+    x = ours.bf16_inputs(x) if bf16 else x
+    optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3, fused=True) for m in (ours, stock)]
+    for _ in range(2):
+        outs = []
+        for model in (ours, stock):
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                out = model(x)
+            out.float().square().mean().backward()
+            outs.append(out.detach())
+        assert torch.equal(*outs)
+        for (name, a), b in zip(ours.named_parameters(), stock.parameters(), strict=True):
+            assert torch.equal(a.grad, b.grad), name
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    for (name, a), b in zip(ours.state_dict().items(), stock.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_bf16_inputs_are_bfloat16_blocks_built_chunk_by_chunk():

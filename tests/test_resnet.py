@@ -12,13 +12,13 @@ import torchvision
 from torch import nn
 
 from emoprune.errors import UserError
+from emoprune.models.layers import ReLUBF16
 from emoprune.models.resnet import (
     ARCHS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     BasicBlockBF16,
     BottleneckBF16,
-    ReLUBF16,
     bf16_out_of_place,
     build_resnet,
     make_optimizer_and_scheduler,

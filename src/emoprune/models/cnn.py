@@ -18,13 +18,13 @@ smaller copy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from emoprune.choices import ACTIVATIONS, HIDDEN_LAYERS, INITS
+from emoprune.models.layers import ReLUBF16
 
 ACTIVATION_MODULES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 PAPER_HIDDEN = (512, 128, 64)
@@ -70,8 +70,8 @@ class CNN(nn.Module):
         self.n_classes = n_classes
         self.in_size = in_size
         act = ACTIVATION_MODULES[conv_activation]
-        if conv_activation == "relu":  # in place: a conv's backward never needs its output
-            act = partial(nn.ReLU, inplace=True)
+        if conv_activation == "relu":  # in place (a conv's backward never needs its output),
+            act = ReLUBF16  # but out of place in bf16, where ATen's in-place kernel is slower
         self.features = nn.Sequential(
             nn.Conv2d(3, 16, kernel_size=11, stride=4),
             act(),

@@ -40,6 +40,7 @@ from torch import nn
 from emoprune.choices import ARCHS, WEIGHTS
 from emoprune.errors import UserError
 from emoprune.models.inputs import to_tensor_images
+from emoprune.models.layers import ReLUBF16, in_bf16
 
 # torchvision's ImageNet normalisation (ResNet*_Weights.IMAGENET1K_V1.transforms()).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float64)
@@ -296,20 +297,6 @@ def build_resnet(
 # --------------------------------------------------------------------------- bf16 out of place
 
 
-def _in_bf16(*tensors: torch.Tensor) -> bool:
-    return all(t.dtype == torch.bfloat16 for t in tensors)
-
-
-class ReLUBF16(nn.ReLU):
-    """``nn.ReLU(inplace=True)``, out of place on bfloat16 tensors (``bf16_out_of_place``)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x) if _in_bf16(x) else torch.relu_(x)
-
-    def extra_repr(self) -> str:
-        return "inplace=True, out of place in bfloat16"
-
-
 class BasicBlockBF16(torchvision.models.resnet.BasicBlock):
     """torchvision's ``BasicBlock``, its residual addition out of place in bfloat16
     (``bf16_out_of_place``); the same modules and state_dict."""
@@ -320,7 +307,7 @@ class BasicBlockBF16(torchvision.models.resnet.BasicBlock):
         out = self.bn2(self.conv2(out))
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self.relu(out + identity if _in_bf16(out, identity) else out.add_(identity))
+        return self.relu(out + identity if in_bf16(out, identity) else out.add_(identity))
 
 
 class BottleneckBF16(torchvision.models.resnet.Bottleneck):
@@ -334,7 +321,7 @@ class BottleneckBF16(torchvision.models.resnet.Bottleneck):
         out = self.bn3(self.conv3(out))
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self.relu(out + identity if _in_bf16(out, identity) else out.add_(identity))
+        return self.relu(out + identity if in_bf16(out, identity) else out.add_(identity))
 
 
 _BF16_CLASSES = {
@@ -350,12 +337,12 @@ def bf16_out_of_place(model: nn.Module) -> nn.Module:
 
     torchvision writes them in place. ATen's in-place bfloat16 kernels (``clamp_min_``,
     ``add_``) are slower than its out-of-place ones, and its float32 ones faster (ResNet18,
-    channels-last, 2 threads, on a CPU with AMX: the bf16 training step 3-5% faster out of
-    place and the bf16 forward pass of 64 images 24%; in float32 1-3% slower), so each
-    operation chooses by its tensors' dtype. The values and gradients are torchvision's bit
-    for bit: a ReLU and a sum of two tensors are exact either way, and the same operations run
-    in the same order, so autograd's backward does too. Only classes change: the same modules,
-    parameters and state_dict.
+    channels-last, 2 threads, on a CPU with AMX: the bf16 training step 3% faster out of place
+    and the bf16 forward pass of 64 images 21-24%; in float32 the forward pass 3% slower), so
+    each operation chooses by its tensors' dtype (``ReLUBF16``). The values and gradients are
+    torchvision's bit for bit: a ReLU and a sum of two tensors are exact either way, and the
+    same operations run in the same order, so autograd's backward does too. Only classes
+    change: the same modules, parameters and state_dict.
     """
     for module in model.modules():
         if type(module) in _BF16_CLASSES:
