@@ -17,6 +17,7 @@ from emoprune.models.cnn import (
     to_blocks,
 )
 from emoprune.models.layers import ReLUBF16
+from fitting import assert_same_training_steps
 
 # Paper settings: 3x227x227 input, hidden (512, 128, 64), 7 classes. Weights + biases:
 #   conv1  3*11*11*16 + 16   =     5,824
@@ -228,29 +229,15 @@ def test_conv_relus_out_of_place_in_bf16_compute_the_in_place_numbers_bit_for_bi
     torch.manual_seed(0)
     ours = CNN(in_size=67)
     stock = CNN(in_size=67)
-    stock.load_state_dict(ours.state_dict())
     for i, layer in enumerate(stock.features):
         if isinstance(layer, ReLUBF16):
             stock.features[i] = nn.ReLU(inplace=True)
     assert sum(type(m) is nn.ReLU for m in stock.features) == 4
     x = torch.randn(8, 3, 67, 67, generator=torch.Generator().manual_seed(1))
     x = ours.bf16_inputs(x) if bf16 else x
-    optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3, fused=True) for m in (ours, stock)]
-    for _ in range(2):
-        outs = []
-        for model in (ours, stock):
-            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                out = model(x)
-            out.float().square().mean().backward()
-            outs.append(out.detach())
-        assert torch.equal(*outs)
-        for (name, a), b in zip(ours.named_parameters(), stock.parameters(), strict=True):
-            assert torch.equal(a.grad, b.grad), name
-        for optimizer in optimizers:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    for (name, a), b in zip(ours.state_dict().items(), stock.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_training_steps(
+        ours, stock, x, bf16=bf16, optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, fused=True)
+    )
 
 
 def test_bf16_inputs_are_bfloat16_blocks_built_chunk_by_chunk():

@@ -26,7 +26,7 @@ from emoprune.models.resnet import (
     torch_hub_checkpoints,
     weights_file,
 )
-from fitting import quiet_fit
+from fitting import assert_same_training_steps, quiet_fit
 
 MARK = 0.123  # recognisable conv1 value in the fake "ImageNet" checkpoint
 
@@ -218,27 +218,15 @@ def test_recipe_step_and_schedule(torch_home):
 
 
 def _same_steps(ours: nn.Module, stock: nn.Module, x: torch.Tensor, bf16: bool) -> None:
-    """Two SGD steps of each model in train mode on ``x``; asserts that outputs, gradients and
-    the final state_dicts (BatchNorm's statistics included) are equal bit for bit."""
-    stock.load_state_dict(ours.state_dict())  # the same keys and shapes
+    """Two SGD steps of each model, channels-last, in train mode: the same numbers bit for bit."""
     stock.to(memory_format=torch.channels_last)
-    x = x.contiguous(memory_format=torch.channels_last)
-    optimizers = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in (ours, stock)]
-    for _ in range(2):
-        outs = []
-        for model in (ours, stock):
-            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                out = model(x)
-            out.float().square().mean().backward()
-            outs.append(out.detach())
-        assert torch.equal(*outs)
-        for (name, a), b in zip(ours.named_parameters(), stock.parameters(), strict=True):
-            assert torch.equal(a.grad, b.grad), name
-        for optimizer in optimizers:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    for (name, a), b in zip(ours.state_dict().items(), stock.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_training_steps(
+        ours,
+        stock,
+        x.contiguous(memory_format=torch.channels_last),
+        bf16=bf16,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9),
+    )
 
 
 @pytest.mark.parametrize("bf16", [False, True])
