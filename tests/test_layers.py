@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from emoprune.models.layers import ReLUBF16, in_bf16
+from emoprune.models.layers import ReLUBF16, add_residual, in_bf16
 
 
 def test_in_bf16():
@@ -38,6 +38,19 @@ def test_relu_bf16_gradient_is_in_place_relus(dtype):
         (relu((x @ w).to(dtype)).float() * torch.arange(6.0)).sum().backward()
         grads.append(w.grad)
     assert torch.equal(*grads) and grads[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_add_residual_writes_into_out_but_in_bf16(dtype):
+    gen = torch.Generator().manual_seed(4)
+    out, identity = (torch.randn(2, 4, 3, 3, generator=gen).to(dtype) for _ in range(2))
+    expected, before = out + identity, out.clone()
+    y = add_residual(out, identity)
+    assert torch.equal(y, expected)
+    if dtype == torch.bfloat16:
+        assert y.data_ptr() != out.data_ptr() and torch.equal(out, before)
+    else:
+        assert y.data_ptr() == out.data_ptr()
 
 
 def test_relu_bf16_says_what_it_does():

@@ -29,3 +29,9 @@ class ReLUBF16(nn.ReLU):
 
     def extra_repr(self) -> str:
         return "inplace=True, out of place in bfloat16"
+
+
+def add_residual(out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """``out + identity``, written into ``out`` but on bfloat16 tensors, for the reason and with
+    the exactness of ``ReLUBF16`` (ATen's in-place bf16 ``add_`` is the slower one)."""
+    return out + identity if in_bf16(out, identity) else out.add_(identity)

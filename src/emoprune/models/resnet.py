@@ -40,7 +40,7 @@ from torch import nn
 from emoprune.choices import ARCHS, WEIGHTS
 from emoprune.errors import UserError
 from emoprune.models.inputs import to_tensor_images
-from emoprune.models.layers import ReLUBF16, in_bf16
+from emoprune.models.layers import ReLUBF16, add_residual
 
 # torchvision's ImageNet normalisation (ResNet*_Weights.IMAGENET1K_V1.transforms()).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float64)
@@ -307,7 +307,7 @@ class BasicBlockBF16(torchvision.models.resnet.BasicBlock):
         out = self.bn2(self.conv2(out))
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self.relu(out + identity if in_bf16(out, identity) else out.add_(identity))
+        return self.relu(add_residual(out, identity))
 
 
 class BottleneckBF16(torchvision.models.resnet.Bottleneck):
@@ -321,7 +321,7 @@ class BottleneckBF16(torchvision.models.resnet.Bottleneck):
         out = self.bn3(self.conv3(out))
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self.relu(out + identity if in_bf16(out, identity) else out.add_(identity))
+        return self.relu(add_residual(out, identity))
 
 
 _BF16_CLASSES = {
